@@ -1,0 +1,202 @@
+"""Assembly: `build(config) -> App`, `attach_handlers(app)`, `App.run()`, and `training(local_rank, config)`.
+
+    from ignite_app import build, attach_handlers
+    app = build(config)                       # loaders, model, optimizer, engines, W&B run
+    attach_handlers(app)                      # progress bar, validation, W&B logging, ...
+    app.trainer.add_event_handler(...)        # anything of your own
+    metrics = app.run()                       # train, then evaluate the test set once
+"""
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
+from ignite.handlers import ProgressBar, TerminateOnNan, Timer
+from ignite.handlers.utils import global_step_from_engine
+from ignite.metrics import Accuracy, Loss
+from ignite.utils import manual_seed
+from torch import nn
+
+from ignite_app import tracking
+from ignite_app.config import Config
+from ignite_app.data import Loaders, Splits, load_splits, make_loaders
+from ignite_app.errors import UserError
+from ignite_app.models import build_model
+
+
+@dataclass
+class App:
+    """Everything a run is made of; `scripts/train.py` and users' own scripts drive the same object."""
+
+    config: Config
+    run_id: str
+    output_dir: Path
+    device: torch.device
+    splits: Splits
+    loaders: Loaders
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss_fn: nn.Module
+    trainer: Engine
+    evaluator: Engine
+    test_evaluator: Engine
+    wandb_logger: Any
+    progress_bar: Optional[ProgressBar] = None
+    to_save: dict[str, Any] = field(default_factory=dict)
+
+    def log(self, message: str) -> None:
+        """Print without tearing the progress bar."""
+        if self.progress_bar is not None:
+            self.progress_bar.log_message(message)
+        else:
+            print(message, flush=True)
+
+    def run(self) -> dict[str, float]:
+        """Train for config.epochs, then evaluate the test set once; returns the final metrics."""
+        self.trainer.run(self.loaders.train, max_epochs=self.config.epochs)
+        self.test_evaluator.run(self.loaders.test)
+        test = {f"test/{k}": float(v) for k, v in self.test_evaluator.state.metrics.items()}
+        val = {f"validation/{k}": float(v) for k, v in self.evaluator.state.metrics.items()}
+        self.log("Test results: " + "  ".join(f"{k} {v:.4f}" for k, v in test.items()))
+        tracking.log_summary(self.wandb_logger, {**test, "trainer/epoch": self.trainer.state.epoch})
+        self.wandb_logger.log(test, step=self.trainer.state.iteration)
+        return {**val, **test}
+
+    def close(self) -> None:
+        self.wandb_logger.close()
+
+
+def new_run_id() -> str:
+    """A W&B-style run id (8 lowercase letters/digits) from the OS RNG, so the training seed is not consumed."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            "--device cuda was asked for but PyTorch sees no CUDA device (torch.cuda.is_available() is False). "
+            "Run on a machine with a GPU and a CUDA build of torch, or use --device cpu (or auto)."
+        )
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def build_optimizer(config: Config, params) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.optimizer]
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def build(config: Config, run_id: Optional[str] = None) -> App:
+    """Build the run: data, model, optimizer, Ignite engines and the W&B run. Nothing is attached yet."""
+    wandb_mode = tracking.resolve_mode(config.wandb_mode)
+    device = resolve_device(config.device)
+    manual_seed(config.seed)
+    splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
+    loaders = make_loaders(
+        splits, config.batch_size, config.val_batch_size, config.seed, config.num_workers, device.type == "cuda"
+    )
+    info = splits.info
+    print(f"Data: {config.dataset} from {splits.source}: {len(splits.train)} train, {len(splits.val)} validation, "
+          f"{len(splits.test)} test images", flush=True)
+    model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std).to(device)
+    optimizer = build_optimizer(config, model.parameters())
+    loss_fn = nn.CrossEntropyLoss()
+    trainer = create_supervised_trainer(model, optimizer, loss_fn, device=device, non_blocking=True)
+    metrics_factory: Callable[[], dict] = lambda: {"accuracy": Accuracy(), "loss": Loss(loss_fn)}
+    evaluator = create_supervised_evaluator(model, metrics=metrics_factory(), device=device, non_blocking=True)
+    test_evaluator = create_supervised_evaluator(model, metrics=metrics_factory(), device=device, non_blocking=True)
+
+    run_id = run_id or new_run_id()
+    output_dir = Path(config.output_dir) / run_id
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config.save(output_dir / "config.yaml")
+    logger = tracking.create_logger(config, run_id, wandb_mode)
+    return App(
+        config=config, run_id=run_id, output_dir=output_dir, device=device, splits=splits, loaders=loaders,
+        model=model, optimizer=optimizer, loss_fn=loss_fn, trainer=trainer, evaluator=evaluator,
+        test_evaluator=test_evaluator, wandb_logger=logger,
+        to_save={"model": model, "optimizer": optimizer, "trainer": trainer},
+    )
+
+
+def _attach_throughput(app: App) -> None:
+    """Samples/second and epoch time (Ignite's Timer over the epoch's iterations), logged each epoch."""
+    timer = Timer(average=False)
+    timer.attach(app.trainer, start=Events.EPOCH_STARTED, pause=Events.EPOCH_COMPLETED)
+    samples = {"n": 0}
+
+    @app.trainer.on(Events.EPOCH_STARTED)
+    def _reset(_: Engine) -> None:
+        samples["n"] = 0
+
+    @app.trainer.on(Events.ITERATION_COMPLETED)
+    def _count(engine: Engine) -> None:
+        samples["n"] += len(engine.state.batch[1])
+
+    @app.trainer.on(Events.EPOCH_COMPLETED)
+    def _log(engine: Engine) -> None:
+        seconds = timer.value()
+        app.wandb_logger.log(
+            {"training/samples_per_second": samples["n"] / max(seconds, 1e-9), "training/epoch_time": seconds},
+            step=engine.state.iteration,
+        )
+
+
+def _attach_validation(app: App) -> None:
+    @app.trainer.on(Events.EPOCH_COMPLETED)
+    def _validate(engine: Engine) -> None:
+        app.evaluator.run(app.loaders.val)
+        metrics = app.evaluator.state.metrics
+        app.log(
+            f"Epoch {engine.state.epoch}/{engine.state.max_epochs}  "
+            f"validation accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}"
+        )
+
+
+def _attach_wandb(app: App) -> None:
+    logger, trainer, cfg = app.wandb_logger, app.trainer, app.config
+    every = Events.ITERATION_COMPLETED(every=cfg.log_interval)
+    logger.attach_output_handler(trainer, event_name=every, tag="training", output_transform=lambda loss: {"loss": loss})
+    logger.attach_opt_params_handler(trainer, event_name=Events.ITERATION_STARTED(every=cfg.log_interval), optimizer=app.optimizer)
+    logger.attach_output_handler(
+        app.evaluator,
+        event_name=Events.COMPLETED,
+        tag="validation",
+        metric_names="all",
+        global_step_transform=global_step_from_engine(trainer, Events.ITERATION_COMPLETED),
+    )
+    if cfg.watch != "off":
+        logger.watch(app.model, log=cfg.watch, log_freq=cfg.watch_freq)
+
+
+def attach_handlers(app: App) -> App:
+    """The one place where handlers are attached to the engines."""
+    trainer = app.trainer
+    sampler = app.loaders.train.batch_sampler
+    trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+    _attach_throughput(app)
+    if app.config.progress_bar:
+        app.progress_bar = ProgressBar(persist=False)
+        app.progress_bar.attach(trainer, output_transform=lambda loss: {"loss": loss})
+    _attach_validation(app)
+    _attach_wandb(app)
+    return app
+
+
+def training(local_rank: int, config: Config) -> dict[str, float]:
+    """Shaped for `ignite.distributed.Parallel(...).run(training, config)`."""
+    app = attach_handlers(build(config))
+    try:
+        return app.run()
+    finally:
+        app.close()

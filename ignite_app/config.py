@@ -1,0 +1,136 @@
+"""The run's single configuration object: defaults, range checks, YAML in and out.
+
+Importing this module must stay cheap (no torch, no wandb): `train.py --help` builds its parser from it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from ignite_app.errors import UserError
+
+DATASETS = ("mnist", "fashion-mnist", "digits")
+MODELS = ("convnet", "net")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+DEVICES = ("auto", "cpu", "cuda")
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+WATCH_MODES = ("off", "gradients", "parameters", "all")
+
+
+def _opt(default: Any, help: str, group: str, **extra: Any) -> Any:
+    """A dataclass field that carries its CLI help, group and choices."""
+    meta = {"help": help, "group": group, **extra}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run depends on. Defaults follow the W&B PyTorch tutorial (convnet 16/32, Adam, lr 0.005)."""
+
+    # data
+    dataset: str = _opt("mnist", "dataset to train on", "data", choices=DATASETS)
+    data_dir: Optional[str] = _opt(
+        None, "where the dataset files are or will be downloaded (default: system dir, then ~/.cache/ignite-app/data)", "data"
+    )
+    val_fraction: float = _opt(0.1, "fraction of the training set held out for validation (fixed by --seed)", "data")
+    num_workers: int = _opt(0, "data-loader worker processes (the data is in memory; 0 is usually fastest)", "data")
+    # model
+    model: str = _opt("convnet", "network: convnet (W&B tutorial) or net (Ignite example, with dropout)", "model", choices=MODELS)
+    kernels: tuple = _opt((16, 32), "convnet channels of its two conv layers, e.g. 16 32 or [16,32]", "model", item=int)
+    # optimization
+    optimizer: str = _opt("adam", "optimizer", "optimization", choices=OPTIMIZERS)
+    lr: float = _opt(0.005, "learning rate", "optimization")
+    momentum: float = _opt(0.5, "SGD momentum (ignored by adam/adamw)", "optimization")
+    weight_decay: float = _opt(0.0, "weight decay", "optimization")
+    epochs: int = _opt(5, "number of training epochs", "optimization")
+    batch_size: int = _opt(128, "training batch size", "optimization")
+    val_batch_size: int = _opt(1000, "validation and test batch size", "optimization")
+    seed: int = _opt(42, "random seed: same seed and flags give the same metrics on the CPU", "optimization")
+    device: str = _opt("auto", "auto (cuda when available), cpu or cuda", "optimization", choices=DEVICES)
+    # logging
+    log_interval: int = _opt(10, "log the training loss and lr every N iterations", "logging")
+    progress_bar: bool = _opt(True, "show Ignite's progress bar", "logging")
+    wandb_project: Optional[str] = _opt(None, "W&B project (default: $WANDB_PROJECT or ignite-app)", "wandb")
+    wandb_entity: Optional[str] = _opt(None, "W&B entity (default: $WANDB_ENTITY or your default entity)", "wandb")
+    wandb_name: Optional[str] = _opt(None, "W&B run name", "wandb")
+    wandb_tags: tuple = _opt((), "W&B run tags", "wandb", item=str)
+    wandb_notes: Optional[str] = _opt(None, "W&B run notes", "wandb")
+    wandb_group: Optional[str] = _opt(None, "W&B run group", "wandb")
+    wandb_mode: str = _opt(
+        "auto", "auto: online with an API key, else offline ($WANDB_MODE wins); or online/offline/disabled", "wandb",
+        choices=WANDB_MODES,
+    )
+    watch: str = _opt("gradients", "wandb.watch: what to log of the model", "wandb", choices=WATCH_MODES)
+    watch_freq: int = _opt(1000, "wandb.watch: log every N steps", "wandb")
+    # outputs
+    output_dir: str = _opt("runs", "each run writes config.yaml and its checkpoints to OUTPUT_DIR/RUN_ID", "outputs")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (lists for tuples), as written to YAML and given to W&B."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: Path) -> None:
+        path.write_text(self.to_yaml())
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(Config)]
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    """Read a --config file: a mapping of Config field names (kebab or snake case) to values."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise UserError(f"Cannot read the config file {path!r}: {exc.strerror}. Check the path given to --config.") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"The config file {path!r} is not valid YAML ({exc}). Fix the file or pass the values as flags.") from None
+    data = data or {}
+    if not isinstance(data, dict):
+        raise UserError(f"The config file {path!r} must hold a mapping of option names to values, not {type(data).__name__}.")
+    known = set(field_names())
+    normalized = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(normalized) - known)
+    if unknown:
+        raise UserError(
+            f"The config file {path!r} has unknown option(s): {', '.join(unknown)}. "
+            f"Known options are the long flags of `train.py --help`, e.g. {', '.join(sorted(known)[:5])}, ..."
+        )
+    return normalized
+
+
+def _check(ok: bool, message: str, problems: list[str]) -> None:
+    if not ok:
+        problems.append(message)
+
+
+def validate(config: Config) -> Config:
+    """Range checks that argparse cannot express; raises one UserError listing every problem."""
+    c, p = config, []
+    _check(c.epochs >= 1, f"--epochs must be at least 1, got {c.epochs}", p)
+    _check(c.batch_size >= 1, f"--batch-size must be at least 1, got {c.batch_size}", p)
+    _check(c.val_batch_size >= 1, f"--val-batch-size must be at least 1, got {c.val_batch_size}", p)
+    _check(c.lr > 0, f"--lr must be positive, got {c.lr}", p)
+    _check(0 <= c.momentum < 1, f"--momentum must be in [0, 1), got {c.momentum}", p)
+    _check(c.weight_decay >= 0, f"--weight-decay must be >= 0, got {c.weight_decay}", p)
+    _check(0 < c.val_fraction < 1, f"--val-fraction must be between 0 and 1 (exclusive), got {c.val_fraction}", p)
+    _check(c.num_workers >= 0, f"--num-workers must be >= 0, got {c.num_workers}", p)
+    _check(c.log_interval >= 1, f"--log-interval must be at least 1, got {c.log_interval}", p)
+    _check(c.watch_freq >= 1, f"--watch-freq must be at least 1, got {c.watch_freq}", p)
+    _check(
+        len(c.kernels) == 2 and all(k >= 1 for k in c.kernels),
+        f"--kernels needs two positive channel counts (e.g. 16 32), got {list(c.kernels)}",
+        p,
+    )
+    if p:
+        raise UserError("Invalid configuration: " + "; ".join(p) + ". Fix the flag(s) or the --config file and run again.")
+    return c

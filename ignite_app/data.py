@@ -1,0 +1,284 @@
+"""Datasets as uint8 tensors in memory, the train/val/test split, and loaders that yield whole batches.
+
+Images are decoded once (torchvision reads the IDX files straight into a uint8 tensor; no PIL per item)
+and normalized per batch inside the model (`models.Normalize`), so the hot path is tensor indexing only.
+
+Where files come from, in order: `--data-dir`; the system dataset directory (Debian's `dataset-fashion-mnist`
+puts the IDX files under /usr/share/datasets/fashion-mnist/); a download into the cache.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ignite_app.errors import UserError
+
+SYSTEM_DATA_DIRS = (Path("/usr/share/datasets"),)
+IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    mean: float  # of pixel values scaled to [0, 1], over the training images
+    std: float
+    classes: tuple[str, ...]
+
+
+DATASET_INFO = {
+    "mnist": DatasetInfo("mnist", 10, 0.1307, 0.3081, tuple(str(i) for i in range(10))),
+    "fashion-mnist": DatasetInfo(
+        "fashion-mnist", 10, 0.2860, 0.3530,
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    ),
+    "digits": DatasetInfo("digits", 10, 0.3053, 0.3247, tuple(str(i) for i in range(10))),
+}
+
+
+@dataclass
+class TensorSplit:
+    """Images (N, 1, 28, 28) uint8 and labels (N,) int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        # DataLoader hands us a whole batch of indices: one gather instead of a per-item collate.
+        index = torch.as_tensor(indices)
+        return self.images[index], self.labels[index]
+
+    def subset(self, index: torch.Tensor) -> "TensorSplit":
+        return TensorSplit(self.images[index], self.labels[index])
+
+
+@dataclass
+class Splits:
+    train: TensorSplit
+    val: TensorSplit
+    test: TensorSplit
+    info: DatasetInfo
+    source: str  # where the files were found, for the start-up message
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ignite-app" / "data"
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_digits() -> tuple[TensorSplit, TensorSplit]:
+    """scikit-learn's bundled 8x8 digits, scaled to 0..255 and resized to 28x28; a fixed 20% is the test set."""
+    import torch.nn.functional as F
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    digits = sk_load_digits()
+    pixels = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) * (255.0 / 16.0)
+    images = F.interpolate(pixels, size=(28, 28), mode="bilinear", align_corners=False).round().clamp(0, 255)
+    data = TensorSplit(images.to(torch.uint8), torch.tensor(digits.target, dtype=torch.int64))
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
+    n_test = len(data) // 5
+    return data.subset(order[n_test:]), data.subset(order[:n_test])
+
+
+def _torchvision_class(name: str):
+    from torchvision import datasets
+
+    return {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}[name]
+
+
+def _read_torchvision(cls, root: Path, download: bool) -> tuple[TensorSplit, TensorSplit]:
+    splits = []
+    for train in (True, False):
+        ds = cls(root=str(root), train=train, download=download)
+        splits.append(TensorSplit(ds.data.unsqueeze(1).contiguous(), ds.targets.to(torch.int64)))
+    return splits[0], splits[1]
+
+
+def _find_flat_idx(directory: Path) -> Optional[dict[str, Path]]:
+    """The four IDX files lying directly in `directory`, gzipped or not (the system package's layout)."""
+    found = {}
+    for stem in IDX_FILES:
+        for candidate in (directory / stem, directory / f"{stem}.gz"):
+            if candidate.is_file():
+                found[stem] = candidate
+                break
+        else:
+            return None
+    return found
+
+
+def _stage_flat_idx(cls, files: dict[str, Path], cache_root: Path) -> Path:
+    """Extract/copy flat IDX files into torchvision's layout under `cache_root` (Debian recompresses the .gz
+    files, so torchvision's archive md5s cannot apply; the IDX headers are checked when the files are read)."""
+    import gzip
+    import shutil
+
+    raw = cache_root / cls.__name__ / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for stem, path in files.items():
+        target = raw / stem
+        if target.is_file() and target.stat().st_mtime >= path.stat().st_mtime:
+            continue
+        partial = target.with_suffix(".partial")
+        try:
+            with (gzip.open(path) if path.suffix == ".gz" else open(path, "rb")) as src, open(partial, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except (OSError, EOFError) as exc:
+            partial.unlink(missing_ok=True)
+            raise UserError(
+                f"The dataset file {path} cannot be read ({exc}); it is corrupt or truncated. "
+                "Reinstall it, or point --data-dir at a good copy."
+            ) from None
+        partial.replace(target)
+    return cache_root
+
+
+def _read_checked(cls, root: Path, origin: Path) -> tuple[TensorSplit, TensorSplit]:
+    try:
+        train, test = _read_torchvision(cls, root, download=False)
+    except (RuntimeError, ValueError, AssertionError) as exc:
+        raise UserError(
+            f"The {cls.__name__} IDX files from {origin} are not valid ({exc}). Reinstall them, or point --data-dir "
+            "at a good copy."
+        ) from None
+    if len(train.images) != len(train.labels) or len(test.images) != len(test.labels):
+        raise UserError(f"The {cls.__name__} IDX files from {origin} hold different numbers of images and labels.")
+    return train, test
+
+
+def load_torchvision(
+    name: str,
+    data_dir: Optional[str],
+    system_dirs: Sequence[Path] = SYSTEM_DATA_DIRS,
+    cache_dir: Optional[Path] = None,
+    allow_download: bool = True,
+) -> tuple[TensorSplit, TensorSplit, str]:
+    """Try --data-dir, then the system directories, then a download; returns (train, test, where it was found)."""
+    cls = _torchvision_class(name)
+    cache_root = cache_dir or default_cache_dir()
+    tried: list[str] = []
+    candidates: list[Path] = []
+    if data_dir:
+        candidates += [Path(data_dir), Path(data_dir) / name]
+    candidates += [d / name for d in system_dirs]
+    for directory in candidates:
+        if (directory / cls.__name__ / "raw").is_dir():
+            try:
+                return (*_read_torchvision(cls, directory, download=False), str(directory))
+            except RuntimeError:
+                pass
+        files = _find_flat_idx(directory)
+        if files:
+            return (*_read_checked(cls, _stage_flat_idx(cls, files, cache_root), directory), str(directory))
+        tried.append(f"{directory} (no {cls.__name__} IDX files)")
+    download_root = Path(data_dir) if data_dir else cache_root
+    if (download_root / cls.__name__ / "raw").is_dir():
+        try:
+            return (*_read_torchvision(cls, download_root, download=False), str(download_root))
+        except RuntimeError:
+            pass
+    if allow_download and not os.environ.get("IGNITE_APP_NO_DOWNLOAD"):
+        try:
+            return (*_read_torchvision(cls, download_root, download=True), f"download into {download_root}")
+        except (RuntimeError, OSError) as exc:
+            first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            tried.append(f"download into {download_root} (failed: {first_line})")
+    else:
+        tried.append("download (disabled by IGNITE_APP_NO_DOWNLOAD or the caller)")
+    hint = "install Debian's dataset-fashion-mnist package (apt-get install dataset-fashion-mnist), " if name == "fashion-mnist" else ""
+    raise UserError(
+        f"Could not find the {name} dataset. Tried: {'; '.join(tried)}. To fix it, {hint}put the four IDX files "
+        f"({', '.join(IDX_FILES)}, optionally .gz) in a directory and pass --data-dir DIR, or train on the bundled "
+        "scikit-learn digits with --dataset digits."
+    )
+
+
+def load_splits(name: str, data_dir: Optional[str], val_fraction: float, seed: int, **lookup) -> Splits:
+    """Train/val/test tensors; the validation split is carved from the training set by `seed`."""
+    if name == "digits":
+        train_full, test, source = *load_digits(), "scikit-learn's bundled digits"
+    else:
+        train_full, test, source = load_torchvision(name, data_dir, **lookup)
+    order = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, int(round(len(train_full) * val_fraction)))
+    return Splits(train_full.subset(order[n_val:]), train_full.subset(order[:n_val]), test, DATASET_INFO[name], source)
+
+
+# ---------------------------------------------------------------- loaders
+
+
+class EpochShuffleBatchSampler(Sampler[list[int]]):
+    """Shuffled batches whose order is a pure function of (seed, epoch), startable at any batch.
+
+    Written by hand because torch's RandomSampler draws from the global RNG and Ignite's ReproducibleBatchSampler
+    draws its permutation lazily after a resume has restored the RNG; both break bit-exact mid-epoch resumes.
+    The trainer calls `set_epoch` on EPOCH_STARTED; a resume sets `start_batch` once.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int) -> None:
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.epoch = 1
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (self.size + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator)
+        start, self.start_batch = self.start_batch, 0
+        for first in range(start * self.batch_size, self.size, self.batch_size):
+            yield order[first : first + self.batch_size].tolist()
+
+
+def _batch_collate(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    return batch
+
+
+def make_loader(split: TensorSplit, batch_size: int, shuffle_seed: Optional[int], num_workers: int, pin_memory: bool) -> DataLoader:
+    """A DataLoader that fetches whole batches by one tensor gather; shuffled by epoch when a seed is given."""
+    if shuffle_seed is None:
+        batches: Sampler = torch.utils.data.BatchSampler(
+            torch.utils.data.SequentialSampler(range(len(split))), batch_size, drop_last=False
+        )
+    else:
+        batches = EpochShuffleBatchSampler(len(split), batch_size, shuffle_seed)
+    return DataLoader(
+        split,
+        batch_sampler=batches,
+        collate_fn=_batch_collate,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+        # its own generator: creating an iterator must not advance the global RNG (bit-exact resumes)
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+@dataclass
+class Loaders:
+    train: DataLoader
+    val: DataLoader
+    test: DataLoader
+
+
+def make_loaders(splits: Splits, batch_size: int, val_batch_size: int, seed: int, num_workers: int, pin_memory: bool) -> Loaders:
+    return Loaders(
+        train=make_loader(splits.train, batch_size, seed, num_workers, pin_memory),
+        val=make_loader(splits.val, val_batch_size, None, num_workers, pin_memory),
+        test=make_loader(splits.test, val_batch_size, None, num_workers, pin_memory),
+    )

@@ -1,0 +1,46 @@
+"""`python scripts/train.py --flags` (or the `ignite-app-train` console script): parse, build, run.
+
+Exit codes: 0 on success, 2 on bad input (argparse's convention), 1 on an unexpected failure.
+"""
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Optional, Sequence
+
+from ignite_app.cli import parse
+from ignite_app.errors import UserError
+
+
+def report_user_error(error: UserError, prog: str = "train.py") -> int:
+    print(f"{prog}: error: {error}", file=sys.stderr, flush=True)
+    return error.exit_code
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        config = parse(argv)
+        print("Resolved config:\n" + config.to_yaml(), flush=True)
+        # heavy imports only after argument parsing, so that --help stays fast
+        from ignite_app.app import training
+
+        # one process for now; `idist.Parallel(backend).run(training, config)` when distributed lands
+        training(0, config)
+        return 0
+    except UserError as error:
+        return report_user_error(error)
+    except KeyboardInterrupt:
+        print("train.py: interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # noqa: BLE001 - the last line of defence: show the traceback, exit 1
+        traceback.print_exc()
+        return 1
+
+
+def main_exit() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    main_exit()

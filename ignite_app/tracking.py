@@ -1,0 +1,92 @@
+"""W&B: which mode to run in, the WandBLogger, and the handlers that log to it on one step axis.
+
+The step axis is the trainer's iteration everywhere (training loss, lr, validation, test), so no W&B
+"step must be monotonically increasing" warning can appear.
+"""
+from __future__ import annotations
+
+import netrc
+import os
+from typing import Any, Optional
+from urllib.parse import urlparse
+
+from ignite_app.config import Config
+from ignite_app.errors import UserError
+
+
+def api_key_configured(environ: Optional[dict] = None) -> bool:
+    """True when W&B would find an API key without asking: WANDB_API_KEY or a netrc entry for the W&B host."""
+    environ = os.environ if environ is None else environ
+    if environ.get("WANDB_API_KEY"):
+        return True
+    host = urlparse(environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
+    path = environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+    try:
+        entry = netrc.netrc(path).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(entry and entry[2])
+
+
+def resolve_mode(requested: str, environ: Optional[dict] = None) -> str:
+    """--wandb-mode auto -> $WANDB_MODE if set, else online with an API key, else offline. Never prompts."""
+    environ = os.environ if environ is None else environ
+    mode = requested
+    if mode == "auto":
+        env_mode = (environ.get("WANDB_MODE") or "").strip().lower()
+        if env_mode in ("dryrun",):
+            env_mode = "offline"
+        if env_mode in ("online", "offline", "disabled"):
+            mode = env_mode
+        elif environ.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes"):
+            mode = "disabled"
+        else:
+            mode = "online" if api_key_configured(environ) else "offline"
+    if mode == "online" and not api_key_configured(environ):
+        raise UserError(
+            "W&B online mode was asked for (--wandb-mode online or WANDB_MODE=online) but no API key is configured "
+            "(checked WANDB_API_KEY and ~/.netrc). Run `wandb login` or set WANDB_API_KEY, or log offline with "
+            "--wandb-mode offline and upload later with `wandb sync`."
+        )
+    return mode
+
+
+def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
+    """Start (or continue, with the same run id) the W&B run through Ignite's WandBLogger."""
+    import wandb
+    from ignite.handlers.wandb_logger import WandBLogger
+
+    logger = WandBLogger(
+        project=config.wandb_project or os.environ.get("WANDB_PROJECT") or "ignite-app",
+        entity=config.wandb_entity,
+        name=config.wandb_name,
+        tags=list(config.wandb_tags) or None,
+        notes=config.wandb_notes,
+        group=config.wandb_group,
+        config=config.to_dict(),
+        id=run_id,
+        resume="allow" if resume else None,
+        mode=mode,
+        settings=wandb.Settings(silent=True, x_disable_stats=False),
+    )
+    if mode == "offline":
+        run_dir = os.path.dirname(logger.run.dir.rstrip(os.sep))
+        print(
+            f"W&B: logging offline (no API key found, or offline mode asked for) to {run_dir} ; "
+            f"upload it later with `wandb sync {run_dir}` and view it in the terminal with `wandb leet {run_dir}`.",
+            flush=True,
+        )
+    return logger
+
+
+def offline_run_dir(logger) -> Optional[str]:
+    """The local run directory (wandb/offline-run-...), or None when W&B is disabled."""
+    run = getattr(logger, "run", None)
+    if run is None or getattr(run, "disabled", False):
+        return None
+    return os.path.dirname(run.dir.rstrip(os.sep))
+
+
+def log_summary(logger, values: dict[str, Any]) -> None:
+    if logger.run is not None:
+        logger.run.summary.update(values)

@@ -1,0 +1,11 @@
+#!/usr/bin/env python
+"""Train with PyTorch-Ignite and log to W&B.  Example: python scripts/train.py --dataset digits --epochs 3"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from ignite_app.main import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Shared test helpers: run the scripts in a subprocess and read W&B offline runs back with `wandb leet inspect`."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+FMNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+# small and quick: the bundled digits, two epochs, no progress bar
+QUICK = ["--dataset", "digits", "--epochs", "2", "--no-progress-bar", "--log-interval", "2"]
+
+
+def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """An environment with no W&B credentials or mode, W&B writing under tmp_path."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update(
+        WANDB_DIR=str(tmp_path),
+        WANDB_SILENT="true",
+        NETRC=str(tmp_path / "no-netrc"),
+        IGNITE_APP_NO_DOWNLOAD="1",
+        PYTHONHASHSEED="0",
+    )
+    env.update(extra)
+    return env
+
+
+def run_script(script: str, args: Sequence[str], tmp_path: Path, env: Optional[dict] = None, timeout: int = 600,
+               check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        cwd=tmp_path, env=env or clean_env(tmp_path), capture_output=True, text=True, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{script} exited {proc.returncode}\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def run_train(args: Sequence[str], tmp_path: Path, **kwargs: Any) -> subprocess.CompletedProcess:
+    return run_script("train.py", [*args, "--output-dir", str(tmp_path / "runs")], tmp_path, **kwargs)
+
+
+def offline_runs(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def inspect_summary(run_dir: Path) -> dict[str, Any]:
+    out = subprocess.run([str(BIN / "wandb"), "leet", "inspect", "--summary", "--json", str(run_dir)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def inspect_records(run_dir: Path) -> list[dict[str, Any]]:
+    out = subprocess.run([str(BIN / "wandb"), "leet", "inspect", "--json", str(run_dir)],
+                         capture_output=True, text=True, check=True)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def history(run_dir: Path) -> list[dict[str, Any]]:
+    """History rows, each with its `_step`."""
+    return [r["history"]["item"] for r in inspect_records(run_dir) if r["type"] == "history"]

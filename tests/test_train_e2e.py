@@ -1,0 +1,84 @@
+"""`scripts/train.py` end to end in a subprocess; what was logged is read back from the offline W&B run."""
+import pytest
+import yaml
+
+from helpers import FMNIST_SYSTEM_DIR, QUICK, clean_env, history, inspect_summary, offline_runs, run_train
+
+pytestmark = pytest.mark.e2e
+
+
+def test_digits_run_logs_everything_to_an_offline_wandb_run(tmp_path):
+    proc = run_train([*QUICK, "--wandb-tags", "e2e", "smoke"], tmp_path)
+    (run_dir,) = offline_runs(tmp_path)
+    assert f"wandb sync {run_dir}" in proc.stdout and f"wandb leet {run_dir}" in proc.stdout
+    assert "Test results: test/accuracy" in proc.stdout
+
+    summary = inspect_summary(run_dir)
+    assert summary["state"] == "finished"
+    assert summary["tags"] == ["e2e", "smoke"]
+    config = summary["config"]
+    assert config["dataset"] == "digits" and config["epochs"] == 2 and config["kernels"] == [16, 32]
+    assert {k for k in config if not k.startswith("_")} >= set(yaml.safe_load((tmp_path / "runs" / summary["run_id"] / "config.yaml").read_text()))
+    assert summary["summary"]["test/accuracy"] > 0.8
+
+    rows = history(run_dir)
+    steps = [r["_step"] for r in rows]
+    assert steps == sorted(steps)
+    loss_steps = [r["_step"] for r in rows if "training/loss" in r]
+    assert loss_steps[:3] == [2, 4, 6]  # --log-interval 2
+    assert all("lr/group_0" in r for r in rows if "training/loss" in r)
+    val_rows = [r for r in rows if "validation/accuracy" in r]
+    epoch_length = val_rows[0]["_step"]
+    assert [r["_step"] for r in val_rows] == [epoch_length, 2 * epoch_length]  # on the trainer's iteration axis
+    assert all("validation/loss" in r and "training/samples_per_second" in r for r in val_rows)
+    assert "warn" not in proc.stderr.lower() or "monotonically" not in proc.stderr
+
+
+def test_same_seed_same_flags_same_metrics_to_the_last_digit(tmp_path):
+    args = [*QUICK, "--model", "net", "--optimizer", "sgd", "--lr", "0.05", "--wandb-mode", "offline"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    run_train(args, a)
+    run_train(args, b)
+    sa = inspect_summary(offline_runs(a)[0])["summary"]
+    sb = inspect_summary(offline_runs(b)[0])["summary"]
+    keys = ["test/accuracy", "test/loss", "validation/loss", "training/loss"]
+    assert [sa[k] for k in keys] == [sb[k] for k in keys]
+
+
+def test_wandb_disabled_writes_no_run(tmp_path):
+    run_train([*QUICK, "--epochs", "1", "--wandb-mode", "disabled"], tmp_path)
+    assert offline_runs(tmp_path) == []
+
+
+def test_wandb_mode_from_environment_is_honoured(tmp_path):
+    run_train([*QUICK, "--epochs", "1"], tmp_path, env=clean_env(tmp_path, WANDB_MODE="disabled"))
+    assert offline_runs(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--dataset", "mnist", "--data-dir", "EMPTY"], "Could not find the mnist dataset"),
+        (["--wandb-mode", "online"], "no API key is configured"),
+        (["--config", "missing.yaml"], "Cannot read the config file"),
+        (["--dataset", "imagenet"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message_and_no_traceback(tmp_path, args, fragment):
+    (tmp_path / "EMPTY").mkdir()
+    proc = run_train([*QUICK, *args], tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert fragment in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.skipif(not FMNIST_SYSTEM_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_fashion_mnist_one_epoch_from_the_system_files(tmp_path):
+    proc = run_train(["--dataset", "fashion-mnist", "--epochs", "1", "--no-progress-bar", "--watch", "off"], tmp_path,
+                     env=clean_env(tmp_path, XDG_CACHE_HOME=str(tmp_path / "cache")))
+    assert f"from {FMNIST_SYSTEM_DIR}" in proc.stdout
+    summary = inspect_summary(offline_runs(tmp_path)[0])["summary"]
+    assert summary["test/accuracy"] > 0.8
