@@ -16,17 +16,19 @@ from typing import Any, Callable, Optional
 
 import torch
 from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
-from ignite.handlers import ProgressBar, TerminateOnNan, Timer
+from ignite.handlers import Checkpoint, ProgressBar, TerminateOnNan, Timer
 from ignite.handlers.utils import global_step_from_engine
 from ignite.metrics import Accuracy, Loss
 from ignite.utils import manual_seed
 from torch import nn
 
-from ignite_app import tracking
+from handlers.wandb_checkpoint import WandBCheckpointSaver
+from ignite_app import plugins, resume, tracking
 from ignite_app.config import Config
 from ignite_app.data import Loaders, Splits, load_splits, make_loaders
 from ignite_app.errors import UserError
 from ignite_app.models import build_model
+from ignite_app.state import RNGStates, RunMeta
 
 
 @dataclass
@@ -46,8 +48,12 @@ class App:
     evaluator: Engine
     test_evaluator: Engine
     wandb_logger: Any
+    to_save: dict[str, Any]
+    checkpoint: Optional[resume.ResolvedCheckpoint] = None  # what this run resumes from
     progress_bar: Optional[ProgressBar] = None
-    to_save: dict[str, Any] = field(default_factory=dict)
+    checkpointers: dict[str, Checkpoint] = field(default_factory=dict)
+    savers: list[WandBCheckpointSaver] = field(default_factory=list)
+    min_log_step: int = 0  # a resumed online run already holds steps below this; don't log them again
 
     def log(self, message: str) -> None:
         """Print without tearing the progress bar."""
@@ -56,8 +62,27 @@ class App:
         else:
             print(message, flush=True)
 
+    def restore(self, checkpoint: resume.ResolvedCheckpoint) -> None:
+        """Load every object of the checkpoint into this run; the RNG states last, right before training."""
+        content = checkpoint.content
+        to_load = {k: v for k, v in self.to_save.items() if k not in ("rng", "meta")}
+        if content["meta"].get("kind") == "best":
+            to_load["best_checkpointer"] = self.checkpointers["best_checkpointer"]
+        else:
+            to_load.update(self.checkpointers)
+        to_load = {k: v for k, v in to_load.items() if k in content}
+        Checkpoint.load_objects(to_load=to_load, checkpoint=content)
+        state = self.trainer.state
+        self.loaders.train.batch_sampler.start_batch = state.iteration % state.epoch_length
+        self.to_save["rng"].load_state_dict(content["rng"])
+        done, into = divmod(state.iteration, state.epoch_length)
+        where = f"{into} iterations into epoch {done + 1}" if into else f"after epoch {done}"
+        self.log(f"Resumed from {checkpoint.origin} at iteration {state.iteration} ({where}); W&B run {self.run_id}")
+
     def run(self) -> dict[str, float]:
-        """Train for config.epochs, then evaluate the test set once; returns the final metrics."""
+        """Train for config.epochs (continuing a checkpoint if given), then evaluate the test set once."""
+        if self.checkpoint is not None:
+            self.restore(self.checkpoint)
         self.trainer.run(self.loaders.train, max_epochs=self.config.epochs)
         self.test_evaluator.run(self.loaders.test)
         test = {f"test/{k}": float(v) for k, v in self.test_evaluator.state.metrics.items()}
@@ -68,6 +93,8 @@ class App:
         return {**val, **test}
 
     def close(self) -> None:
+        for saver in self.savers:
+            saver.close()
         self.wandb_logger.close()
 
 
@@ -95,8 +122,12 @@ def build_optimizer(config: Config, params) -> torch.optim.Optimizer:
     return cls(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def build(config: Config, run_id: Optional[str] = None) -> App:
-    """Build the run: data, model, optimizer, Ignite engines and the W&B run. Nothing is attached yet."""
+def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None) -> App:
+    """Build the run: data, model, optimizer, Ignite engines and the W&B run. Nothing is attached yet.
+
+    With a checkpoint the run continues it: same run id, same output directory, same W&B run. Everything that can
+    fail on bad input is checked before anything is written.
+    """
     wandb_mode = tracking.resolve_mode(config.wandb_mode)
     device = resolve_device(config.device)
     manual_seed(config.seed)
@@ -115,16 +146,25 @@ def build(config: Config, run_id: Optional[str] = None) -> App:
     evaluator = create_supervised_evaluator(model, metrics=metrics_factory(), device=device, non_blocking=True)
     test_evaluator = create_supervised_evaluator(model, metrics=metrics_factory(), device=device, non_blocking=True)
 
-    run_id = run_id or new_run_id()
-    output_dir = Path(config.output_dir) / run_id
+    if checkpoint is not None:
+        resume.check_model_fits(model, checkpoint)
+        run_id = checkpoint.meta["run_id"]
+        output_dir = resume.run_dir_of(checkpoint.path) or Path(config.output_dir) / run_id
+    else:
+        run_id = new_run_id()
+        output_dir = Path(config.output_dir) / run_id
     output_dir.mkdir(parents=True, exist_ok=True)
     config.save(output_dir / "config.yaml")
-    logger = tracking.create_logger(config, run_id, wandb_mode)
+    logger = tracking.create_logger(config, run_id, wandb_mode, resume=checkpoint is not None)
+    to_save = {
+        "model": model, "optimizer": optimizer, "trainer": trainer,
+        "rng": RNGStates(), "meta": RunMeta(run_id, config.to_dict()),
+    }
     return App(
         config=config, run_id=run_id, output_dir=output_dir, device=device, splits=splits, loaders=loaders,
         model=model, optimizer=optimizer, loss_fn=loss_fn, trainer=trainer, evaluator=evaluator,
-        test_evaluator=test_evaluator, wandb_logger=logger,
-        to_save={"model": model, "optimizer": optimizer, "trainer": trainer},
+        test_evaluator=test_evaluator, wandb_logger=logger, to_save=to_save, checkpoint=checkpoint,
+        min_log_step=tracking.resumed_step(logger) if checkpoint is not None else 0,
     )
 
 
@@ -164,18 +204,58 @@ def _attach_validation(app: App) -> None:
 
 def _attach_wandb(app: App) -> None:
     logger, trainer, cfg = app.wandb_logger, app.trainer, app.config
-    every = Events.ITERATION_COMPLETED(every=cfg.log_interval)
-    logger.attach_output_handler(trainer, event_name=every, tag="training", output_transform=lambda loss: {"loss": loss})
-    logger.attach_opt_params_handler(trainer, event_name=Events.ITERATION_STARTED(every=cfg.log_interval), optimizer=app.optimizer)
+
+    def every_interval(_: Engine, iteration: int) -> bool:
+        return iteration % cfg.log_interval == 0 and iteration >= app.min_log_step
+
+    def not_logged_yet(_: Engine, __: int) -> bool:
+        return trainer.state.iteration >= app.min_log_step
+
+    logger.attach_output_handler(
+        trainer, event_name=Events.ITERATION_COMPLETED(event_filter=every_interval), tag="training",
+        output_transform=lambda loss: {"loss": loss},
+    )
+    logger.attach_opt_params_handler(
+        trainer, event_name=Events.ITERATION_STARTED(event_filter=every_interval), optimizer=app.optimizer
+    )
     logger.attach_output_handler(
         app.evaluator,
-        event_name=Events.COMPLETED,
+        event_name=Events.COMPLETED(event_filter=not_logged_yet),
         tag="validation",
         metric_names="all",
         global_step_transform=global_step_from_engine(trainer, Events.ITERATION_COMPLETED),
     )
     if cfg.watch != "off":
         logger.watch(app.model, log=cfg.watch, log_freq=cfg.watch_freq)
+
+
+def _attach_checkpoints(app: App) -> None:
+    """Latest checkpoints every epoch (after validation) and every --checkpoint-every iterations; the best one by
+    validation accuracy. Both save to disk and log W&B artifacts; both checkpoint their own state (include_self)."""
+    cfg, trainer = app.config, app.trainer
+    directory = app.output_dir / "checkpoints"
+    run = getattr(app.wandb_logger, "run", None)
+    iteration = global_step_from_engine(trainer, Events.ITERATION_COMPLETED)
+    best_saver = WandBCheckpointSaver(directory, run, trainer, aliases=("best",))
+    latest_saver = WandBCheckpointSaver(directory, run, trainer)
+    app.savers += [best_saver, latest_saver]
+    best = Checkpoint(
+        {**app.to_save, "meta": RunMeta(app.run_id, app.config.to_dict(), kind="best")}, best_saver, filename_prefix="best",
+        score_function=Checkpoint.get_default_score_fn("accuracy"), score_name="validation_accuracy",
+        n_saved=1, global_step_transform=iteration, include_self=True,
+    )
+    latest = Checkpoint(
+        {**app.to_save, "best_checkpointer": best}, latest_saver, n_saved=cfg.n_saved,
+        global_step_transform=iteration, include_self=True,
+    )
+    app.checkpointers.update(checkpointer=latest, best_checkpointer=best)
+    app.evaluator.add_event_handler(Events.COMPLETED, best)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, latest)  # after validation: its state is part of the epoch
+    if cfg.checkpoint_every:
+        def mid_epoch(engine: Engine, i: int) -> bool:
+            return i % cfg.checkpoint_every == 0 and i % engine.state.epoch_length != 0
+
+        trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=mid_epoch), latest)
 
 
 def attach_handlers(app: App) -> App:
@@ -189,13 +269,15 @@ def attach_handlers(app: App) -> App:
         app.progress_bar = ProgressBar(persist=False)
         app.progress_bar.attach(trainer, output_transform=lambda loss: {"loss": loss})
     _attach_validation(app)
+    _attach_checkpoints(app)
     _attach_wandb(app)
+    plugins.attach_user_handlers(app, app.config.handler)
     return app
 
 
-def training(local_rank: int, config: Config) -> dict[str, float]:
+def training(local_rank: int, config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None) -> dict[str, float]:
     """Shaped for `ignite.distributed.Parallel(...).run(training, config)`."""
-    app = attach_handlers(build(config))
+    app = attach_handlers(build(config, checkpoint))
     try:
         return app.run()
     finally:

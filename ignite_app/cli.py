@@ -19,7 +19,8 @@ _GROUP_TITLES = {
     "optimization": "optimization",
     "logging": "logging",
     "wandb": "Weights & Biases",
-    "outputs": "outputs",
+    "outputs": "outputs, checkpoints and resuming",
+    "extensions": "extensions",
 }
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
@@ -54,9 +55,22 @@ def _default(f) -> Any:
     return f.default_factory() if f.default_factory is not MISSING else f.default
 
 
+class _HandlerArgAction(argparse.Action):
+    """`--handler-arg key=value` adds a keyword argument to the most recent `--handler`."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        specs = list(getattr(namespace, "handler", None) or [])
+        if not specs:
+            parser.error("--handler-arg must follow a --handler")
+        specs[-1] = f"{specs[-1]} {values}"
+        setattr(namespace, "handler", specs)
+
+
 def _coercer(f) -> Callable[[Any], Any]:
     """The function that turns a flag string or a YAML value into the field's type."""
     default = _default(f)
+    if f.metadata.get("repeat"):
+        return lambda v: tuple(str(x) for x in (v or ()))
     if "item" in f.metadata:
         return lambda v, item=f.metadata["item"]: split_items(v, item)
     if isinstance(default, bool):
@@ -86,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         kwargs: dict[str, Any] = dict(dest=f.name, default=_default(f), help=f.metadata["help"])
         if "choices" in f.metadata:
             kwargs["choices"] = f.metadata["choices"]
-        if "item" in f.metadata:
+        if f.metadata.get("repeat"):
+            kwargs.update(action="append", default=list(kwargs["default"]), metavar="SPEC")
+        elif "item" in f.metadata:
             kwargs.update(nargs="+", type=str, metavar=f.name.upper().rstrip("S"))
         elif isinstance(kwargs["default"], bool):
             kwargs.update(nargs="?", const=True, type=parse_bool, metavar="BOOL")
@@ -96,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             kwargs["type"] = _coercer(f)
         group.add_argument(*names, **kwargs)
+        if f.name == "handler":
+            group.add_argument("--handler-arg", "--handler_arg", action=_HandlerArgAction, metavar="KEY=VALUE",
+                               help="a keyword argument for the preceding --handler (repeatable)")
     return parser
 
 
@@ -109,9 +128,16 @@ def config_from_namespace(ns: argparse.Namespace, parser: argparse.ArgumentParse
     return Config(**values)
 
 
-def parse(argv: Optional[Sequence[str]] = None) -> Config:
-    """Parse a command line (flags win over --config values) and validate the result."""
+# a resumed run's own command line decides these: how to resume, and which user handlers to attach
+NOT_INHERITED = ("resume", "auto_resume", "handler")
+
+
+def parse(argv: Optional[Sequence[str]] = None, base: Optional[dict[str, Any]] = None) -> Config:
+    """Parse a command line and validate the result. Precedence: defaults < `base` (a checkpoint's config when
+    resuming) < the --config file < flags."""
     parser = build_parser()
+    if base:
+        parser.set_defaults(**{k: v for k, v in base.items() if k in Config.__dataclass_fields__ and k not in NOT_INHERITED})
     pre, _ = parser.parse_known_args(argv)
     if pre.config:
         parser.set_defaults(**load_yaml(pre.config))

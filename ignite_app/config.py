@@ -68,8 +68,20 @@ class Config:
     )
     watch: str = _opt("gradients", "wandb.watch: what to log of the model", "wandb", choices=WATCH_MODES)
     watch_freq: int = _opt(1000, "wandb.watch: log every N steps", "wandb")
-    # outputs
+    # outputs, checkpoints and resuming
     output_dir: str = _opt("runs", "each run writes config.yaml and its checkpoints to OUTPUT_DIR/RUN_ID", "outputs")
+    checkpoint_every: int = _opt(0, "also checkpoint every N iterations (0: only at the end of each epoch)", "outputs")
+    n_saved: int = _opt(2, "keep this many latest checkpoints on disk (the best one is kept besides)", "outputs")
+    resume: Optional[str] = _opt(
+        None, "continue from SPEC: a checkpoint file or directory, an offline W&B run dir, "
+        "wandb:ENTITY/PROJECT/NAME:ALIAS or wandb:ENTITY/PROJECT/RUN_ID", "outputs",
+    )
+    auto_resume: bool = _opt(False, "continue from the newest checkpoint under --output-dir if there is one", "outputs")
+    # extensions
+    handler: tuple = _opt(
+        (), "attach a handler: package.module:callable or path/file.py:callable, optionally followed by "
+        "JSON keyword arguments; repeatable", "extensions", item=str, repeat=True,
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only (lists for tuples), as written to YAML and given to W&B."""
@@ -125,6 +137,9 @@ def validate(config: Config) -> Config:
     _check(0 < c.val_fraction < 1, f"--val-fraction must be between 0 and 1 (exclusive), got {c.val_fraction}", p)
     _check(c.num_workers >= 0, f"--num-workers must be >= 0, got {c.num_workers}", p)
     _check(c.log_interval >= 1, f"--log-interval must be at least 1, got {c.log_interval}", p)
+    _check(c.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {c.checkpoint_every}", p)
+    _check(c.n_saved >= 1, f"--n-saved must be at least 1, got {c.n_saved}", p)
+    _check(not (c.resume and c.auto_resume), "--resume and --auto-resume cannot be used together", p)
     _check(c.watch_freq >= 1, f"--watch-freq must be at least 1, got {c.watch_freq}", p)
     _check(
         len(c.kernels) == 2 and all(k >= 1 for k in c.kernels),

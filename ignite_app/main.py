@@ -20,12 +20,25 @@ def report_user_error(error: UserError, prog: str = "train.py") -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         config = parse(argv)
-        print("Resolved config:\n" + config.to_yaml(), flush=True)
         # heavy imports only after argument parsing, so that --help stays fast
+        from ignite_app import resume
         from ignite_app.app import training
 
+        checkpoint = None
+        if config.resume:
+            checkpoint = resume.read(config.resume)
+        elif config.auto_resume:
+            found = resume.find_auto_resume(config.output_dir)
+            if found is None:
+                print(f"--auto-resume: no checkpoint under {config.output_dir}; starting a new run.", flush=True)
+            else:
+                checkpoint = resume.load_checkpoint(found, f"{found} (newest under {config.output_dir})")
+        if checkpoint is not None:
+            # the checkpoint's config, with what this command line states explicitly on top
+            config = parse(argv, base=checkpoint.meta["config"])
+        print("Resolved config:\n" + config.to_yaml(), flush=True)
         # one process for now; `idist.Parallel(backend).run(training, config)` when distributed lands
-        training(0, config)
+        training(0, config, checkpoint)
         return 0
     except UserError as error:
         return report_user_error(error)

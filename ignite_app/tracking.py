@@ -14,6 +14,9 @@ from ignite_app.config import Config
 from ignite_app.errors import UserError
 
 
+TRANSACTION_LOG_FLUSH_SECONDS = 1.0
+
+
 def api_key_configured(environ: Optional[dict] = None) -> bool:
     """True when W&B would find an API key without asking: WANDB_API_KEY or a netrc entry for the W&B host."""
     environ = os.environ if environ is None else environ
@@ -56,6 +59,11 @@ def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
     import wandb
     from ignite.handlers.wandb_logger import WandBLogger
 
+    settings = {"silent": True}
+    if "x_transaction_log_flush_interval" in wandb.Settings.model_fields:
+        # W&B flushes the run's .wandb file every 15 s by default; a SIGKILLed run loses what was not flushed,
+        # including the records of its checkpoint artifacts that `--resume wandb/offline-run-...` reads.
+        settings["x_transaction_log_flush_interval"] = TRANSACTION_LOG_FLUSH_SECONDS
     logger = WandBLogger(
         project=config.wandb_project or os.environ.get("WANDB_PROJECT") or "ignite-app",
         entity=config.wandb_entity,
@@ -67,7 +75,7 @@ def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
         id=run_id,
         resume="allow" if resume else None,
         mode=mode,
-        settings=wandb.Settings(silent=True, x_disable_stats=False),
+        settings=wandb.Settings(**settings),
     )
     if mode == "offline":
         run_dir = os.path.dirname(logger.run.dir.rstrip(os.sep))
@@ -85,6 +93,12 @@ def offline_run_dir(logger) -> Optional[str]:
     if run is None or getattr(run, "disabled", False):
         return None
     return os.path.dirname(run.dir.rstrip(os.sep))
+
+
+def resumed_step(logger) -> int:
+    """The step a resumed W&B run continues from (0 offline: the local run starts empty)."""
+    run = getattr(logger, "run", None)
+    return int(getattr(run, "step", 0) or 0) if run is not None and not getattr(run, "disabled", False) else 0
 
 
 def log_summary(logger, values: dict[str, Any]) -> None:

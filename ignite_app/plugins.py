@@ -1,0 +1,109 @@
+"""User handlers: `--handler SPEC [JSON | key=value ...]`, where SPEC is
+
+  package.module:callable      an importable callable
+  path/to/file.py:callable     a callable in a Python file
+  NAME                         a handler registered under the `ignite_app.handlers` entry-point group
+
+The callable receives the App (and the keyword arguments) and attaches what it wants to its engines.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from ignite_app.errors import UserError
+
+ENTRY_POINT_GROUP = "ignite_app.handlers"
+
+
+def parse_handler_spec(text: str) -> tuple[str, dict[str, Any]]:
+    """'mod:fn {"every": 2}' or 'mod:fn every=2 name=x' -> ('mod:fn', {'every': 2, ...})."""
+    spec, _, rest = text.strip().partition(" ")
+    rest = rest.strip()
+    if not rest:
+        return spec, {}
+    if rest.startswith("{"):
+        try:
+            kwargs = json.loads(rest)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"--handler {spec}: its arguments {rest!r} are not valid JSON ({exc}).") from None
+        if not isinstance(kwargs, dict):
+            raise UserError(f"--handler {spec}: its JSON arguments must be an object, got {rest!r}.")
+        return spec, kwargs
+    kwargs = {}
+    for pair in rest.split():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--handler-arg {pair!r} for {spec} must look like key=value (e.g. every=2).")
+        kwargs[key] = yaml.safe_load(value)
+    return spec, kwargs
+
+
+def registered_handlers() -> dict[str, str]:
+    """name -> 'module:attr' for every handler installed under the entry-point group."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _load_from_file(path: Path, attr: str, spec: str) -> Any:
+    if not path.is_file():
+        raise UserError(f"--handler {spec}: the file {path} does not exist.")
+    name = f"ignite_app_user_handler_{abs(hash(str(path.resolve())))}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - a user's file may fail in any way; report it as bad input
+        raise UserError(f"--handler {spec}: importing {path} failed with {type(exc).__name__}: {exc}.") from None
+    return _get_attr(module, attr, spec, str(path))
+
+
+def _get_attr(module: Any, attr: str, spec: str, where: str) -> Any:
+    obj = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            public = sorted(n for n in dir(module) if not n.startswith("_"))[:12]
+            raise UserError(f"--handler {spec}: {where} has no attribute {attr!r} (it has: {', '.join(public)}).")
+        obj = getattr(obj, part)
+    return obj
+
+
+def load_callable(spec: str) -> Callable[..., Any]:
+    """Resolve a SPEC to the callable it names; a UserError says what was tried."""
+    registered = registered_handlers()
+    if ":" not in spec:
+        if spec not in registered:
+            names = ", ".join(sorted(registered)) or "none installed"
+            raise UserError(
+                f"--handler {spec}: no handler of that name (registered: {names}). Use package.module:callable, "
+                "path/to/file.py:callable, or a name from `train.py --list-handlers`."
+            )
+        spec = registered[spec]
+    target, _, attr = spec.rpartition(":")
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        obj = _load_from_file(Path(target), attr, spec)
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise UserError(
+                f"--handler {spec}: cannot import module {target!r} ({exc}). Check the spelling, that it is installed "
+                "or on PYTHONPATH, or give a file path instead (path/to/file.py:callable)."
+            ) from None
+        obj = _get_attr(module, attr, spec, f"module {target}")
+    if not callable(obj):
+        raise UserError(f"--handler {spec}: {attr!r} is a {type(obj).__name__}, not a callable that takes the app.")
+    return obj
+
+
+def attach_user_handlers(app: Any, specs: tuple[str, ...]) -> None:
+    for text in specs:
+        spec, kwargs = parse_handler_spec(text)
+        load_callable(spec)(app, **kwargs)

@@ -1,0 +1,168 @@
+"""`--resume SPEC` and `--auto-resume`: find the checkpoint file, load it safely, check it fits the model.
+
+SPEC is one of
+  path/to/checkpoint.pt             a checkpoint file
+  path/to/dir                       its newest checkpoint (a run's output dir or its checkpoints/ dir)
+  wandb/offline-run-...[:ALIAS]     the checkpoint artifact that offline run logged as `latest` (or ALIAS),
+                                    checked against the digest its transaction log recorded
+  wandb:ENTITY/PROJECT/NAME:ALIAS   a W&B artifact (online)
+  wandb:ENTITY/PROJECT/RUN_ID       that run's newest checkpoint artifact (online)
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from ignite_app.errors import UserError
+from ignite_app.state import FORMAT_VERSION
+
+CHECKPOINT_GLOB = "checkpoint_*.pt"
+
+
+@dataclass
+class ResolvedCheckpoint:
+    path: Path
+    origin: str  # how the spec was resolved, for messages
+    content: dict[str, Any]
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.content["meta"]
+
+    @property
+    def iteration(self) -> int:
+        return int(self.content["trainer"]["iteration"])
+
+
+# ---------------------------------------------------------------- finding files
+
+
+def newest_checkpoint(directory: Path) -> Optional[Path]:
+    """The most recently written checkpoint file under `directory` (its run dirs and checkpoints/ dirs included)."""
+    found = [p for p in directory.rglob(CHECKPOINT_GLOB) if p.is_file()]
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name)) if found else None
+
+
+def is_offline_run_dir(path: Path) -> bool:
+    return path.is_dir() and any(path.glob("run-*.wandb"))
+
+
+def md5_b64(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return base64.b64encode(digest.digest()).decode()
+
+
+def resolve_spec(spec: str) -> tuple[Path, str]:
+    """A SPEC -> (local checkpoint file, description). Raises UserError with what was tried."""
+    if spec.startswith("wandb:"):
+        from ignite_app import wandb_artifacts
+
+        return wandb_artifacts.download_checkpoint(spec[len("wandb:"):])
+    path = Path(spec).expanduser()
+    head, sep, alias = spec.rpartition(":")
+    if sep and is_offline_run_dir(Path(head).expanduser()):  # wandb/offline-run-...:best
+        from ignite_app import wandb_artifacts
+
+        return wandb_artifacts.checkpoint_from_offline_run(Path(head).expanduser(), alias)
+    if path.is_file():
+        return path, str(path)
+    if is_offline_run_dir(path):
+        from ignite_app import wandb_artifacts
+
+        return wandb_artifacts.checkpoint_from_offline_run(path)
+    if path.is_dir():
+        newest = newest_checkpoint(path)
+        if newest is None:
+            raise UserError(
+                f"--resume {spec}: the directory holds no checkpoint files ({CHECKPOINT_GLOB}, searched recursively). "
+                "Point --resume at a checkpoint file, a run's output directory, or an offline W&B run directory."
+            )
+        return newest, f"{newest} (newest in {path})"
+    raise UserError(
+        f"--resume {spec}: no such file or directory. SPEC is a checkpoint file, a directory, an offline W&B run "
+        "directory (wandb/offline-run-...), wandb:ENTITY/PROJECT/NAME:ALIAS or wandb:ENTITY/PROJECT/RUN_ID."
+    )
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_checkpoint(path: Path, origin: str) -> ResolvedCheckpoint:
+    """torch.load with weights_only=True; anything that would need arbitrary unpickling is refused."""
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(
+            f"Refusing to load {origin}: it needs arbitrary unpickling, which weights_only=True does not allow "
+            f"({first}). Only checkpoints written by ignite-app (tensors and plain values) are loaded; re-save the "
+            "file from trusted code with plain state_dicts."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise UserError(
+            f"Cannot read the checkpoint {origin}: the file is truncated or corrupt ({str(exc).strip().splitlines()[0]}). "
+            "Resume from an earlier checkpoint (checkpoints/ keeps --n-saved of them) or from its W&B artifact."
+        ) from None
+    if not isinstance(content, dict) or "meta" not in content or "model" not in content or "trainer" not in content:
+        keys = sorted(content) if isinstance(content, dict) else type(content).__name__
+        raise UserError(
+            f"{origin} is not an ignite-app checkpoint (it holds {keys}; expected model, optimizer, trainer, meta, ...). "
+            "Resume from a file that ignite-app wrote under OUTPUT_DIR/RUN_ID/checkpoints/."
+        )
+    version = content["meta"].get("format_version")
+    if version != FORMAT_VERSION:
+        raise UserError(
+            f"{origin} has checkpoint format version {version}; this ignite-app reads version {FORMAT_VERSION}. "
+            "Resume it with the ignite-app version that wrote it."
+        )
+    return ResolvedCheckpoint(path, origin, content)
+
+
+def check_model_fits(model: torch.nn.Module, checkpoint: ResolvedCheckpoint) -> None:
+    """Name the keys that differ, instead of load_state_dict's wall of text."""
+    have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    saved = {k: tuple(v.shape) for k, v in checkpoint.content["model"].items()}
+    missing = sorted(set(have) - set(saved))
+    unexpected = sorted(set(saved) - set(have))
+    shapes = sorted(f"{k} {saved[k]} vs {have[k]}" for k in set(have) & set(saved) if have[k] != saved[k])
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing from the checkpoint: {', '.join(missing[:8])}")
+        if unexpected:
+            parts.append(f"not in this model: {', '.join(unexpected[:8])}")
+        if shapes:
+            parts.append(f"different shapes (checkpoint vs model): {', '.join(shapes[:8])}")
+        cfg = checkpoint.meta.get("config", {})
+        raise UserError(
+            f"The checkpoint {checkpoint.origin} was written for another architecture "
+            f"(model={cfg.get('model')}, kernels={cfg.get('kernels')}): {'; '.join(parts)}. "
+            "Resume with the same --model and --kernels as the run that wrote it (leave them off to take the checkpoint's)."
+        )
+
+
+def find_auto_resume(output_dir: str) -> Optional[Path]:
+    directory = Path(output_dir)
+    return newest_checkpoint(directory) if directory.is_dir() else None
+
+
+def run_dir_of(checkpoint_path: Path) -> Optional[Path]:
+    """OUTPUT_DIR/RUN_ID when the file lies in OUTPUT_DIR/RUN_ID/checkpoints/, else None."""
+    parent = checkpoint_path.resolve().parent
+    return parent.parent if parent.name == "checkpoints" and (parent.parent / "config.yaml").is_file() else None
+
+
+def read(spec: str) -> ResolvedCheckpoint:
+    path, origin = resolve_spec(spec)
+    return load_checkpoint(path, origin)
+

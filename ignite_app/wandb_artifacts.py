@@ -1,0 +1,126 @@
+"""Checkpoints stored as W&B artifacts: read back from an offline run's records, or downloaded (online)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from ignite_app import tracking
+from ignite_app.errors import UserError
+
+
+def _wandb_cli() -> str:
+    beside_python = Path(sys.executable).parent / "wandb"
+    return str(beside_python) if beside_python.exists() else (shutil.which("wandb") or "wandb")
+
+
+def offline_run_records(run_dir: Path) -> list[dict[str, Any]]:
+    """Every record of an offline run's transaction log, via `wandb leet inspect --json` (W&B's own reader)."""
+    proc = subprocess.run([_wandb_cli(), "leet", "inspect", "--json", str(run_dir)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UserError(
+            f"Cannot read the offline W&B run {run_dir} (`wandb leet inspect` said: {proc.stderr.strip()[:300]}). "
+            "Check that it is a wandb/offline-run-... directory written by this version of wandb."
+        )
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+def checkpoint_artifacts(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The run's logged checkpoint artifacts (type model, named checkpoint-...), oldest first."""
+    return [
+        r["artifact"] for r in records
+        if r.get("type") == "artifact" and r["artifact"].get("type") == "model"
+        and r["artifact"].get("name", "").startswith("checkpoint-")
+    ]
+
+
+def _pick(artifacts: list[dict[str, Any]], alias: str) -> Optional[dict[str, Any]]:
+    """The newest version that carried `alias` (W&B moves an alias to the newest version that claims it)."""
+    matching = [a for a in artifacts if alias in a.get("aliases", [])]
+    return matching[-1] if matching else None
+
+
+def checkpoint_from_offline_run(run_dir: Path, alias: str = "latest") -> tuple[Path, str]:
+    """Find the checkpoint an offline run logged under `alias`, and check its bytes against the recorded digest."""
+    from ignite_app.resume import md5_b64
+
+    records = offline_run_records(run_dir)
+    artifacts = checkpoint_artifacts(records)
+    chosen = _pick(artifacts, alias)
+    if chosen is None:
+        seen = sorted({a for art in artifacts for a in art.get("aliases", [])})
+        raise UserError(
+            f"The offline W&B run {run_dir} logged no checkpoint artifact with alias {alias!r} "
+            f"({len(artifacts)} checkpoint versions; aliases seen: {', '.join(seen) or 'none'}). It may have been "
+            "killed before its first checkpoint: resume from an earlier run, or start afresh."
+        )
+    (entry,) = chosen["manifest"]["contents"]
+    metadata = json.loads(chosen.get("metadata") or "{}")
+    candidates = [Path(entry["local_path"])]
+    config = next((r["run"]["config"]["update"] for r in records if r.get("type") == "run"), {})
+    if config.get("output_dir") and chosen.get("run_id"):
+        candidates.append(Path(config["output_dir"]) / chosen["run_id"] / "checkpoints" / entry["path"])
+    tried = []
+    for path in candidates:
+        if not path.is_file():
+            tried.append(f"{path} (missing)")
+            continue
+        if md5_b64(path) != entry["digest"]:
+            tried.append(f"{path} (digest differs from the recorded {entry['digest']})")
+            continue
+        version = f"{chosen['name']} ({', '.join(chosen.get('aliases', []))}, iteration {metadata.get('iteration')})"
+        return path, f"{path}, artifact {version} of offline run {run_dir}"
+    raise UserError(
+        f"The offline W&B run {run_dir} logged checkpoint {entry['path']} (alias {alias!r}), but no intact copy is "
+        f"left: tried {'; '.join(tried)}. Resume from a checkpoint file instead (OUTPUT_DIR/RUN_ID/checkpoints/)."
+    )
+
+
+def _api():
+    import wandb
+
+    if not tracking.api_key_configured():
+        raise UserError(
+            "A wandb: checkpoint spec needs the W&B API, but no API key is configured (checked WANDB_API_KEY and "
+            "~/.netrc). Run `wandb login` or set WANDB_API_KEY; offline, resume from a checkpoint file or an "
+            "offline run directory instead."
+        )
+    try:
+        return wandb.Api(timeout=30)
+    except Exception as exc:  # noqa: BLE001 - wandb raises several types for auth and network failures
+        raise UserError(f"Cannot reach the W&B API ({type(exc).__name__}: {exc}). Check the network and API key.") from None
+
+
+def _download(artifact, spec: str) -> tuple[Path, str]:
+    root = Path(artifact.download())
+    files = sorted(root.rglob("*.pt"))
+    if not files:
+        raise UserError(f"The W&B artifact {spec} holds no .pt checkpoint file (it has {sorted(p.name for p in root.iterdir())}).")
+    return files[0], f"{files[0]} (W&B artifact {artifact.qualified_name})"
+
+
+def download_checkpoint(spec: str) -> tuple[Path, str]:
+    """`ENTITY/PROJECT/NAME:ALIAS` -> that artifact; `ENTITY/PROJECT/RUN_ID` -> the run's newest checkpoint."""
+    parts = spec.split("/")
+    if len(parts) != 3 or not all(parts):
+        raise UserError(
+            f"wandb:{spec} is not a W&B checkpoint spec: use wandb:ENTITY/PROJECT/NAME:ALIAS (an artifact, e.g. "
+            "wandb:me/ignite-app/checkpoint-abc123:latest) or wandb:ENTITY/PROJECT/RUN_ID."
+        )
+    api = _api()
+    import wandb
+
+    try:
+        if ":" in parts[2]:
+            return _download(api.artifact(spec, type="model"), spec)
+        run = api.run(spec)
+        versions = [a for a in run.logged_artifacts() if a.type == "model" and a.name.startswith("checkpoint-")]
+    except (wandb.errors.CommError, ValueError) as exc:
+        raise UserError(f"W&B could not find wandb:{spec} ({exc}). Check the entity, project, name and alias.") from None
+    if not versions:
+        raise UserError(f"The W&B run {spec} logged no checkpoint artifacts; resume from a checkpoint file instead.")
+    latest = next((a for a in versions if "latest" in a.aliases), versions[-1])
+    return _download(latest, spec)

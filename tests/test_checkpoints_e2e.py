@@ -1,0 +1,136 @@
+"""Checkpoints as W&B artifacts and --resume, end to end: SIGKILL a real `scripts/train.py`, resume, compare bits."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import ROOT, history, inspect_records, inspect_summary, offline_runs, run_train
+
+pytestmark = pytest.mark.e2e
+
+# `net` has dropout, so the RNG state matters; 11 iterations per epoch on digits; a checkpoint every 4 iterations
+ARGS = ["--dataset", "digits", "--epochs", "3", "--model", "net", "--checkpoint-every", "4", "--no-progress-bar",
+        "--log-interval", "2"]
+KILL = str(ROOT / "tests" / "user_handlers.py") + ":kill_at"
+FINAL = "checkpoint_33.pt"
+
+
+def checkpoints(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "runs").glob("*/checkpoints/*.pt"))
+
+
+def only(paths):
+    (path,) = paths
+    return path
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def artifact_records(run_dir: Path) -> list[dict]:
+    return [r["artifact"] for r in inspect_records(run_dir) if r["type"] == "artifact"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    run_train(ARGS, tmp)
+    return tmp
+
+
+def test_checkpoints_are_saved_pruned_and_logged_as_artifacts(uninterrupted):
+    files = {p.name for p in checkpoints(uninterrupted)}
+    assert files == {"checkpoint_32.pt", FINAL, "best_checkpoint_33_validation_accuracy=0.9306.pt"}  # --n-saved 2
+    run_dir = only(offline_runs(uninterrupted))
+    run_id = inspect_summary(run_dir)["run_id"]
+    arts = artifact_records(run_dir)
+    assert {a["name"] for a in arts} == {f"checkpoint-{run_id}"} and {a["type"] for a in arts} == {"model"}
+    aliases = [sorted(a["aliases"]) for a in arts]
+    assert ["iter-4", "latest"] in aliases and ["epoch-1", "latest"] in aliases and ["epoch-3", "latest"] in aliases
+    assert ["best", "latest"] in aliases  # W&B gives every new version "latest"; the next save takes it on
+    # the last "latest" is the final checkpoint, and its recorded digest is the file's md5
+    from ignite_app.resume import md5_b64
+
+    last = [a for a in arts if "latest" in a["aliases"]][-1]
+    (entry,) = last["manifest"]["contents"]
+    assert entry["path"] == FINAL
+    final = next(p for p in checkpoints(uninterrupted) if p.name == FINAL)
+    assert entry["digest"] == md5_b64(final) == md5_b64(Path(entry["local_path"]))
+
+
+def test_checkpoint_holds_everything_needed_to_continue(uninterrupted):
+    content = load(next(p for p in checkpoints(uninterrupted) if p.name == FINAL))
+    assert {"model", "optimizer", "trainer", "rng", "meta", "checkpointer", "best_checkpointer"} <= set(content)
+    assert content["trainer"]["iteration"] == 33 and content["meta"]["format_version"] == 1
+    assert content["meta"]["config"]["model"] == "net" and len(content["meta"]["run_id"]) == 8
+    assert {"python", "numpy", "torch"} <= set(content["rng"])
+
+
+@pytest.mark.parametrize("kill_at, resumed_from", [(6, 4), (15, 12), (23, 22)])
+def test_sigkill_then_auto_resume_is_bit_exact(uninterrupted, tmp_path, kill_at, resumed_from):
+    crashed = run_train([*ARGS, "--handler", KILL, "--handler-arg", f"iteration={kill_at}"], tmp_path, check=False)
+    assert crashed.returncode == -9
+    resumed = run_train([*ARGS, "--auto-resume"], tmp_path)
+    assert f"checkpoint_{resumed_from}.pt" in resumed.stdout and f"at iteration {resumed_from}" in resumed.stdout
+
+    expected = load(next(p for p in checkpoints(uninterrupted) if p.name == FINAL))
+    actual = load(next(p for p in checkpoints(tmp_path) if p.name == FINAL))
+    assert_same_tensors(expected["model"], actual["model"])
+    for a, b in zip(expected["optimizer"]["state"].values(), actual["optimizer"]["state"].values()):
+        assert_same_tensors(a, b)
+
+    # same W&B run, continued on the same step axis with the same final metrics
+    first, second = offline_runs(tmp_path)
+    s_full = inspect_summary(only(offline_runs(uninterrupted)))["summary"]
+    s_resumed = inspect_summary(second)
+    assert s_resumed["run_id"] == inspect_summary(first)["run_id"] or inspect_summary(first)["state"] == "unknown"
+    assert second.name.endswith(s_resumed["run_id"]) and first.name.endswith(s_resumed["run_id"])
+    for key in ("test/accuracy", "test/loss", "validation/accuracy", "validation/loss"):
+        assert s_resumed["summary"][key] == s_full[key], key
+    steps = [row["_step"] for row in history(second)]
+    assert steps == sorted(steps) and steps[0] > resumed_from
+    assert "monotonically" not in resumed.stderr
+
+
+def test_pruning_continues_after_resume(tmp_path):
+    run_train([*ARGS, "--handler", KILL, "--handler-arg", "iteration=15"], tmp_path, check=False)
+    run_train([*ARGS, "--auto-resume"], tmp_path)
+    names = {p.name for p in checkpoints(tmp_path)}
+    assert {n for n in names if n.startswith("checkpoint_")} == {"checkpoint_32.pt", FINAL}
+    assert len([n for n in names if n.startswith("best_")]) == 1
+
+
+def test_resume_from_a_file_a_directory_and_an_offline_run(uninterrupted, tmp_path):
+    crashed = run_train([*ARGS, "--handler", KILL, "--handler-arg", "iteration=6", "--handler-arg", "seconds=2.5"],
+                        tmp_path, check=False)
+    assert crashed.returncode == -9
+    run_dir = only(offline_runs(tmp_path))
+    expected = load(next(p for p in checkpoints(uninterrupted) if p.name == FINAL))["model"]
+    ckpt = only(checkpoints(tmp_path))
+    pristine = tmp_path / "pristine"
+    shutil.copytree(tmp_path / "runs", pristine)
+
+    for spec in (str(ckpt), str(ckpt.parent.parent), str(run_dir)):
+        shutil.rmtree(tmp_path / "runs")
+        shutil.copytree(pristine, tmp_path / "runs")
+        proc = run_train([*ARGS, "--resume", spec], tmp_path)
+        assert "at iteration 4" in proc.stdout, spec
+        if spec == str(run_dir):
+            assert "artifact checkpoint-" in proc.stdout and "of offline run" in proc.stdout
+        actual = load(next(p for p in checkpoints(tmp_path) if p.name == FINAL))["model"]
+        assert_same_tensors(expected, actual)
+
+
+def test_auto_resume_without_checkpoints_starts_fresh(tmp_path):
+    proc = run_train([*ARGS, "--epochs", "1", "--auto-resume"], tmp_path)
+    assert "no checkpoint under" in proc.stdout and "Resumed" not in proc.stdout

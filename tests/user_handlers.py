@@ -1,0 +1,20 @@
+"""Handlers the tests attach with `--handler tests/user_handlers.py:NAME` (a user's own file, as the README shows)."""
+import os
+import signal
+import time
+
+from ignite.engine import Events
+
+
+def kill_at(app, iteration: int, seconds: float = 0.0) -> None:
+    """SIGKILL this process once the trainer completes `iteration` (after that iteration's checkpoint, if any).
+
+    `seconds` keeps the process alive a little longer first, as most crashes do (W&B flushes its run file meanwhile).
+    """
+
+    @app.trainer.on(Events.ITERATION_COMPLETED(once=iteration))
+    def _kill(_):
+        for saver in app.savers:  # let queued artifact uploads reach W&B
+            saver.wait()
+        time.sleep(seconds)
+        os.kill(os.getpid(), signal.SIGKILL)
