@@ -81,9 +81,15 @@ class App:
 
     def run(self) -> dict[str, float]:
         """Train for config.epochs (continuing a checkpoint if given), then evaluate the test set once."""
+        state = self.trainer.state
         if self.checkpoint is not None:
             self.restore(self.checkpoint)
-        self.trainer.run(self.loaders.train, max_epochs=self.config.epochs)
+        if state.iteration and state.iteration >= state.epoch_length * self.config.epochs:
+            # Ignite would restart a finished run from scratch; a resumed one that is done has nothing to train
+            self.log(f"The checkpoint already completed {state.epoch} epochs (--epochs {self.config.epochs}): nothing "
+                     "to train; pass a larger --epochs to train longer. Evaluating the test set.")
+        else:
+            self.trainer.run(self.loaders.train, max_epochs=self.config.epochs)
         self.test_evaluator.run(self.loaders.test)
         test = {f"test/{k}": float(v) for k, v in self.test_evaluator.state.metrics.items()}
         val = {f"validation/{k}": float(v) for k, v in self.evaluator.state.metrics.items()}

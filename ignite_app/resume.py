@@ -97,22 +97,30 @@ def resolve_spec(spec: str) -> tuple[Path, str]:
 # ---------------------------------------------------------------- loading
 
 
+def _corrupt(origin: str, detail: str) -> UserError:
+    return UserError(
+        f"Cannot read the checkpoint {origin}: the file is truncated or corrupt ({detail}). Resume from an earlier "
+        "checkpoint (checkpoints/ keeps --n-saved of them) or from its W&B artifact."
+    )
+
+
 def load_checkpoint(path: Path, origin: str) -> ResolvedCheckpoint:
     """torch.load with weights_only=True; anything that would need arbitrary unpickling is refused."""
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a cut-off one loses its central directory
+        raise _corrupt(origin, "not a complete torch.save archive")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "weights only" not in str(exc).lower():
+            raise _corrupt(origin, first) from None
         raise UserError(
             f"Refusing to load {origin}: it needs arbitrary unpickling, which weights_only=True does not allow "
             f"({first}). Only checkpoints written by ignite-app (tensors and plain values) are loaded; re-save the "
             "file from trusted code with plain state_dicts."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise UserError(
-            f"Cannot read the checkpoint {origin}: the file is truncated or corrupt ({str(exc).strip().splitlines()[0]}). "
-            "Resume from an earlier checkpoint (checkpoints/ keeps --n-saved of them) or from its W&B artifact."
-        ) from None
+        raise _corrupt(origin, str(exc).strip().splitlines()[0]) from None
     if not isinstance(content, dict) or "meta" not in content or "model" not in content or "trainer" not in content:
         keys = sorted(content) if isinstance(content, dict) else type(content).__name__
         raise UserError(

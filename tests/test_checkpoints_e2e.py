@@ -134,3 +134,13 @@ def test_resume_from_a_file_a_directory_and_an_offline_run(uninterrupted, tmp_pa
 def test_auto_resume_without_checkpoints_starts_fresh(tmp_path):
     proc = run_train([*ARGS, "--epochs", "1", "--auto-resume"], tmp_path)
     assert "no checkpoint under" in proc.stdout and "Resumed" not in proc.stdout
+
+
+def test_resuming_a_finished_run_trains_only_the_extra_epochs(tmp_path):
+    short = [a if a != "3" else "1" for a in ARGS]  # --epochs 1
+    run_train(short, tmp_path)
+    done = run_train([*short, "--auto-resume"], tmp_path)
+    assert "nothing to train" in done.stdout and "Epoch 1/1" not in done.stdout
+    longer = run_train([*short, "--auto-resume", "--epochs", "2"], tmp_path)
+    assert "Epoch 2/2" in longer.stdout and "Epoch 1/" not in longer.stdout
+    assert {p.name for p in checkpoints(tmp_path)} >= {"checkpoint_22.pt"}

@@ -1,0 +1,57 @@
+"""The online-only W&B paths: resume from `wandb:` specs. They need a real W&B account, so they run only when
+WANDB_API_KEY is set and the W&B API answers; otherwise they are skipped with the reason."""
+import os
+
+import pytest
+import torch
+
+from helpers import QUICK, clean_env, run_train
+
+pytestmark = [pytest.mark.e2e, pytest.mark.online]
+
+
+@pytest.fixture(scope="module")
+def api():
+    if not os.environ.get("WANDB_API_KEY"):
+        pytest.skip("WANDB_API_KEY is not set: the online W&B paths (artifact download, wandb.Api) cannot run here")
+    import wandb
+
+    try:
+        api = wandb.Api(timeout=20)
+        entity = api.default_entity
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"the W&B API does not answer ({type(exc).__name__}: {exc})")
+    return api, entity
+
+
+def online_env(tmp_path):
+    env = clean_env(tmp_path)
+    env["WANDB_API_KEY"] = os.environ["WANDB_API_KEY"]
+    for key in ("WANDB_BASE_URL", "WANDB_ENTITY"):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    return env
+
+
+def test_resume_from_artifact_alias_and_from_run_id(api, tmp_path):
+    _, entity = api
+    project = "ignite-app-tests"
+    args = [*QUICK, "--epochs", "1", "--wandb-mode", "online", "--wandb-project", project]
+    run_train(args, tmp_path, env=online_env(tmp_path))
+    ckpt = next((tmp_path / "runs").glob("*/checkpoints/checkpoint_*.pt"))
+    run_id = ckpt.parent.parent.name
+    expected = torch.load(ckpt, weights_only=True)["model"]
+    for spec in (f"wandb:{entity}/{project}/checkpoint-{run_id}:latest", f"wandb:{entity}/{project}/{run_id}"):
+        other = tmp_path / spec.replace("/", "_").replace(":", "_")
+        other.mkdir()
+        proc = run_train([*args, "--resume", spec], other, env=online_env(other))
+        assert "W&B artifact" in proc.stdout and f"W&B run {run_id}" in proc.stdout
+        resumed = torch.load(next((other / "runs").glob("*/checkpoints/checkpoint_*.pt")), weights_only=True)["model"]
+        assert all(torch.equal(expected[k], resumed[k]) for k in expected)  # nothing left to train: same weights
+
+
+def test_missing_artifact_is_a_clear_error(api, tmp_path):
+    _, entity = api
+    proc = run_train([*QUICK, "--resume", f"wandb:{entity}/ignite-app-tests/checkpoint-doesnotexist:latest"],
+                     tmp_path, env=online_env(tmp_path), check=False)
+    assert proc.returncode == 2 and "could not find" in proc.stderr
