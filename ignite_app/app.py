@@ -22,6 +22,7 @@ from ignite.metrics import Accuracy, Loss
 from ignite.utils import manual_seed
 from torch import nn
 
+from handlers.onnx_export import OnnxExportHandler
 from handlers.wandb_checkpoint import WandBCheckpointSaver
 from ignite_app import plugins, resume, tracking
 from ignite_app.config import Config
@@ -54,6 +55,7 @@ class App:
     checkpointers: dict[str, Checkpoint] = field(default_factory=dict)
     savers: list[WandBCheckpointSaver] = field(default_factory=list)
     min_log_step: int = 0  # a resumed online run already holds steps below this; don't log them again
+    onnx_exporter: Optional[OnnxExportHandler] = None
 
     def log(self, message: str) -> None:
         """Print without tearing the progress bar."""
@@ -264,6 +266,20 @@ def _attach_checkpoints(app: App) -> None:
         trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=mid_epoch), latest)
 
 
+def _attach_onnx(app: App) -> None:
+    cfg = app.config
+    if not cfg.onnx:
+        return
+    from ignite_app.onnx_tools import model_metadata
+
+    app.onnx_exporter = OnnxExportHandler(
+        app.model, app.splits.val.images[:64], app.output_dir, getattr(app.wandb_logger, "run", None),
+        opset=cfg.onnx_opset, exporter=cfg.onnx_exporter, strict=cfg.onnx_strict, log=app.log,
+        metadata=model_metadata(cfg.dataset, app.splits.info.classes, app.run_id),
+    )
+    app.onnx_exporter.attach(app.trainer, app.evaluator, on_best=cfg.onnx_on_best)
+
+
 def attach_handlers(app: App) -> App:
     """The one place where handlers are attached to the engines."""
     trainer = app.trainer
@@ -276,6 +292,7 @@ def attach_handlers(app: App) -> App:
         app.progress_bar.attach(trainer, output_transform=lambda loss: {"loss": loss})
     _attach_validation(app)
     _attach_checkpoints(app)
+    _attach_onnx(app)
     _attach_wandb(app)
     plugins.attach_user_handlers(app, app.config.handler)
     return app

@@ -20,6 +20,7 @@ _GROUP_TITLES = {
     "logging": "logging",
     "wandb": "Weights & Biases",
     "outputs": "outputs, checkpoints and resuming",
+    "onnx": "ONNX export",
     "extensions": "extensions",
 }
 

@@ -77,6 +77,13 @@ class Config:
         "wandb:ENTITY/PROJECT/NAME:ALIAS or wandb:ENTITY/PROJECT/RUN_ID", "outputs",
     )
     auto_resume: bool = _opt(False, "continue from the newest checkpoint under --output-dir if there is one", "outputs")
+    # ONNX
+    onnx: bool = _opt(True, "export the model to ONNX at the end, verify it with onnxruntime and log it to W&B", "onnx")
+    onnx_on_best: bool = _opt(False, "also export on each new best validation accuracy (model-best.onnx)", "onnx")
+    onnx_opset: int = _opt(18, "ONNX opset to export", "onnx")
+    onnx_exporter: str = _opt("dynamo", "torch.onnx exporter: dynamo (dynamic_shapes) or torchscript (dynamic_axes)", "onnx",
+                              choices=("dynamo", "torchscript"))
+    onnx_strict: bool = _opt(False, "make a failed ONNX export or verification fatal (default: report and go on)", "onnx")
     # extensions
     handler: tuple = _opt(
         (), "attach a handler: package.module:callable or path/file.py:callable, optionally followed by "
@@ -140,6 +147,7 @@ def validate(config: Config) -> Config:
     _check(c.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {c.checkpoint_every}", p)
     _check(c.n_saved >= 1, f"--n-saved must be at least 1, got {c.n_saved}", p)
     _check(not (c.resume and c.auto_resume), "--resume and --auto-resume cannot be used together", p)
+    _check(7 <= c.onnx_opset <= 23, f"--onnx-opset must be between 7 and 23, got {c.onnx_opset}", p)
     _check(c.watch_freq >= 1, f"--watch-freq must be at least 1, got {c.watch_freq}", p)
     _check(
         len(c.kernels) == 2 and all(k >= 1 for k in c.kernels),

@@ -6,48 +6,54 @@ from __future__ import annotations
 
 import sys
 import traceback
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from ignite_app.cli import parse
 from ignite_app.errors import UserError
 
 
-def report_user_error(error: UserError, prog: str = "train.py") -> int:
-    print(f"{prog}: error: {error}", file=sys.stderr, flush=True)
-    return error.exit_code
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def guarded(prog: str, body: Callable[[], None]) -> int:
+    """Run a script body with the project's exit codes: 0 ok, 2 bad input (one paragraph), 1 anything else."""
     try:
-        config = parse(argv)
-        # heavy imports only after argument parsing, so that --help stays fast
-        from ignite_app import resume
-        from ignite_app.app import training
-
-        checkpoint = None
-        if config.resume:
-            checkpoint = resume.read(config.resume)
-        elif config.auto_resume:
-            found = resume.find_auto_resume(config.output_dir)
-            if found is None:
-                print(f"--auto-resume: no checkpoint under {config.output_dir}; starting a new run.", flush=True)
-            else:
-                checkpoint = resume.load_checkpoint(found, f"{found} (newest under {config.output_dir})")
-        if checkpoint is not None:
-            # the checkpoint's config, with what this command line states explicitly on top
-            config = parse(argv, base=checkpoint.meta["config"])
-        print("Resolved config:\n" + config.to_yaml(), flush=True)
-        # one process for now; `idist.Parallel(backend).run(training, config)` when distributed lands
-        training(0, config, checkpoint)
+        body()
         return 0
     except UserError as error:
-        return report_user_error(error)
+        print(f"{prog}: error: {error}", file=sys.stderr, flush=True)
+        return error.exit_code
     except KeyboardInterrupt:
-        print("train.py: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     except Exception:  # noqa: BLE001 - the last line of defence: show the traceback, exit 1
         traceback.print_exc()
         return 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return guarded("train.py", lambda: train(argv))
+
+
+def train(argv: Optional[Sequence[str]] = None) -> None:
+    """Parse, resolve a resume, build, run."""
+    config = parse(argv)
+    # heavy imports only after argument parsing, so that --help stays fast
+    from ignite_app import resume
+    from ignite_app.app import training
+
+    checkpoint = None
+    if config.resume:
+        checkpoint = resume.read(config.resume)
+    elif config.auto_resume:
+        found = resume.find_auto_resume(config.output_dir)
+        if found is None:
+            print(f"--auto-resume: no checkpoint under {config.output_dir}; starting a new run.", flush=True)
+        else:
+            checkpoint = resume.load_checkpoint(found, f"{found} (newest under {config.output_dir})")
+    if checkpoint is not None:
+        # the checkpoint's config, with what this command line states explicitly on top
+        config = parse(argv, base=checkpoint.meta["config"])
+    print("Resolved config:\n" + config.to_yaml(), flush=True)
+    # one process for now; `idist.Parallel(backend).run(training, config)` when distributed lands
+    training(0, config, checkpoint)
 
 
 def main_exit() -> None:

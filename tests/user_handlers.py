@@ -3,6 +3,8 @@ import os
 import signal
 import time
 
+import torch
+
 from ignite.engine import Events
 
 
@@ -18,3 +20,20 @@ def kill_at(app, iteration: int, seconds: float = 0.0) -> None:
             saver.wait()
         time.sleep(seconds)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Unexportable(torch.nn.Module):
+    """Branches on the data: runs in eager PyTorch, but torch.export (the dynamo ONNX exporter) refuses it."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(784, 10)
+
+    def forward(self, x):
+        x = x.flatten(1).float()
+        return self.linear(x) if x.sum() > 0 else -self.linear(x)
+
+
+def break_onnx(app) -> None:
+    """Make the ONNX export handler export a model that cannot be exported."""
+    app.onnx_exporter.model = Unexportable()

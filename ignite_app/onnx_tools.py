@@ -1,0 +1,138 @@
+"""ONNX export with a dynamic batch dimension, and its verification against PyTorch with onnxruntime.
+
+The exporter is picked explicitly: torch 2.9+ made the dynamo exporter the default and silently fixed batch
+dimensions are the most common complaint, so both paths name the batch dimension and verification runs at
+batch sizes 1 and an odd one.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+EXPORTERS = ("dynamo", "torchscript")
+INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
+
+
+@dataclass
+class OnnxReport:
+    path: str
+    exporter: str
+    opset: int
+    file_size_bytes: int = 0
+    export_seconds: float = 0.0
+    verify_seconds: float = 0.0
+    max_abs_diff: float = float("nan")
+    batch_sizes: list[int] = field(default_factory=list)
+    verified: bool = False
+
+    def as_summary(self, prefix: str = "onnx") -> dict:
+        return {f"{prefix}/{k}": v for k, v in asdict(self).items() if k != "batch_sizes"}
+
+
+class OnnxVerificationError(RuntimeError):
+    """The exported file does not match the PyTorch model."""
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module to export: not a torch.compile wrapper nor DDP."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
+
+
+def export_onnx(
+    model: nn.Module, sample: torch.Tensor, path: Path, opset: int = 18, exporter: str = "dynamo",
+    metadata: Optional[dict[str, str]] = None,
+) -> None:
+    """Export `model` (in eval mode, on the CPU, float pixels N x 1 x 28 x 28 in) with a dynamic batch dimension."""
+    import onnx
+
+    if exporter not in EXPORTERS:
+        raise ValueError(f"unknown ONNX exporter {exporter!r}; choose one of {EXPORTERS}")
+    module = copy.deepcopy(unwrap(model)).cpu().eval()  # a copy: the training model keeps its device and mode
+    sample = sample[:2].float().cpu()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporters' deprecation chatter; failures still raise
+        if exporter == "dynamo":
+            torch.onnx.export(
+                module, (sample,), str(path), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False,
+                external_data=False,  # one self-contained file, as W&B and predict.py expect
+            )
+        else:
+            torch.onnx.export(
+                module, (sample,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            )
+    if metadata:
+        proto = onnx.load(str(path))
+        for key, value in metadata.items():
+            proto.metadata_props.add(key=key, value=value)
+        onnx.save(proto, str(path))
+
+
+def verify_onnx(
+    path: Path, model: nn.Module, images: torch.Tensor, batch_sizes: Sequence[int] = (1, 37), tolerance: float = 1e-4,
+) -> float:
+    """onnx.checker, then onnxruntime vs PyTorch on real images at each batch size: returns the max |difference|;
+    raises OnnxVerificationError when it exceeds `tolerance` or a predicted class differs."""
+    import onnx
+    import onnxruntime as ort
+
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    module = unwrap(model)
+    was_training = module.training
+    device = next(module.parameters()).device
+    module.eval()
+    worst = 0.0
+    try:
+        for size in batch_sizes:
+            batch = images[:size].float()
+            if len(batch) < size:
+                raise OnnxVerificationError(f"need {size} images to verify batch size {size}, got {len(images)}")
+            (onnx_logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})
+            with torch.no_grad():
+                torch_logits = module(batch.to(device)).float().cpu().numpy()
+            if onnx_logits.shape != torch_logits.shape:
+                raise OnnxVerificationError(f"batch size {size}: ONNX output shape {onnx_logits.shape} vs {torch_logits.shape}")
+            diff = float(np.abs(onnx_logits - torch_logits).max())
+            worst = max(worst, diff)
+            if diff > tolerance:
+                raise OnnxVerificationError(f"batch size {size}: max |ONNX - PyTorch| = {diff:.3g} > {tolerance:g}")
+            if not np.array_equal(onnx_logits.argmax(1), torch_logits.argmax(1)):
+                raise OnnxVerificationError(f"batch size {size}: ONNX and PyTorch predict different classes")
+    finally:
+        module.train(was_training)
+    return worst
+
+
+def export_and_verify(
+    model: nn.Module, images: torch.Tensor, path: Path, opset: int = 18, exporter: str = "dynamo",
+    batch_sizes: Sequence[int] = (1, 37), tolerance: float = 1e-4, metadata: Optional[dict[str, str]] = None,
+) -> OnnxReport:
+    report = OnnxReport(path=str(path), exporter=exporter, opset=opset, batch_sizes=list(batch_sizes))
+    start = time.perf_counter()
+    export_onnx(model, images, path, opset, exporter, metadata)
+    report.export_seconds = time.perf_counter() - start
+    report.file_size_bytes = path.stat().st_size
+    start = time.perf_counter()
+    report.max_abs_diff = verify_onnx(path, model, images, batch_sizes, tolerance)
+    report.verify_seconds = time.perf_counter() - start
+    report.verified = True
+    return report
+
+
+def model_metadata(dataset: str, classes: Sequence[str], run_id: str) -> dict[str, str]:
+    """What predict.py needs to name classes, stored in the ONNX file's metadata_props."""
+    return {"dataset": dataset, "classes": json.dumps(list(classes)), "run_id": run_id,
+            "input": "float32 pixels 0..255, shape N x 1 x 28 x 28; normalization is inside the model"}

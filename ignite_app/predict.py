@@ -1,0 +1,98 @@
+"""`scripts/predict.py model.onnx [IMAGE ...] [--split test]`: classify with onnxruntime.
+
+Prints the class and its probability per image; on a dataset split, also the accuracy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from ignite_app.errors import UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="predict.py", description=__doc__, allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="an .onnx file written by train.py or export_onnx.py")
+    parser.add_argument("images", nargs="*", help="PNG/JPEG files (converted to 28x28 grayscale)")
+    parser.add_argument("--split", choices=("train", "val", "test"), help="classify a dataset split instead")
+    parser.add_argument("--dataset", help="dataset of --split (default: the one the model was trained on)")
+    parser.add_argument("--data-dir", "--data_dir", dest="data_dir")
+    parser.add_argument("--val-fraction", "--val_fraction", dest="val_fraction", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=42, help="seed of the train/val split (for --split val/train)")
+    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=1000)
+    parser.add_argument("--show", type=int, default=10, help="on a split, print this many per-image lines")
+    return parser
+
+
+def open_session(path: Path):
+    import onnx
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise UserError(f"{path}: no such ONNX file. Pass the model.onnx that train.py wrote under OUTPUT_DIR/RUN_ID/.")
+    try:
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnx/onnxruntime raise many types for a bad file
+        raise UserError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {str(exc)[:200]}).") from None
+    return session, meta
+
+
+def read_images(paths: Sequence[str]) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    pixels = []
+    for name in paths:
+        try:
+            with Image.open(name) as image:
+                gray = image.convert("L").resize((28, 28), Image.BILINEAR)
+        except (OSError, UnidentifiedImageError) as exc:
+            raise UserError(f"Cannot read the image {name} ({exc}). Pass PNG or JPEG files.") from None
+        pixels.append(np.asarray(gray, dtype=np.float32))
+    return np.stack(pixels)[:, None]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def classify(session, pixels: np.ndarray, batch_size: int) -> np.ndarray:
+    """Class probabilities for float32 pixels (N, 1, 28, 28) in 0..255."""
+    name = session.get_inputs()[0].name
+    out = [session.run(None, {name: pixels[i : i + batch_size]})[0] for i in range(0, len(pixels), batch_size)]
+    return softmax(np.concatenate(out))
+
+
+def predict(argv: Optional[Sequence[str]] = None) -> None:
+    args = build_parser().parse_args(argv)
+    if not args.images and not args.split:
+        raise UserError("Nothing to classify: pass image files, or --split test (or val/train) for a dataset split.")
+    session, meta = open_session(Path(args.model))
+    classes = json.loads(meta.get("classes", "[]"))
+    if args.split:
+        from ignite_app.data import load_splits
+
+        dataset = args.dataset or meta.get("dataset")
+        if not dataset:
+            raise UserError(f"{args.model} does not say which dataset it was trained on; pass --dataset.")
+        split = getattr(load_splits(dataset, args.data_dir, args.val_fraction, args.seed), args.split)
+        pixels, labels, names = split.images.numpy().astype(np.float32), split.labels.numpy(), None
+    else:
+        pixels, labels, names = read_images(args.images), None, args.images
+    probs = classify(session, pixels, args.batch_size)
+    predicted = probs.argmax(axis=1)
+    shown = len(predicted) if names else min(args.show, len(predicted))
+    for i in range(shown):
+        label = classes[predicted[i]] if predicted[i] < len(classes) else str(predicted[i])
+        where = names[i] if names else f"{args.split}[{i}]"
+        truth = f"  (true: {classes[labels[i]] if labels[i] < len(classes) else labels[i]})" if labels is not None else ""
+        print(f"{where}: {label}  p={probs[i, predicted[i]]:.4f}{truth}")
+    if labels is not None:
+        correct = int((predicted == labels).sum())
+        print(f"accuracy {correct / len(labels)!r} ({correct}/{len(labels)}) on {dataset} {args.split}")

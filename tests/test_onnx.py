@@ -1,0 +1,134 @@
+"""ONNX export: the exporter functions, the handler (and its failure path), export_onnx.py and predict.py."""
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from ignite.engine import Engine, Events
+
+from handlers.onnx_export import OnnxExportHandler
+from helpers import QUICK, ROOT, inspect_records, inspect_summary, offline_runs, run_script, run_train
+from ignite_app.data import load_splits
+from ignite_app.models import build_model
+from ignite_app.onnx_tools import export_and_verify
+from user_handlers import Unexportable
+
+
+@pytest.fixture(scope="module")
+def digits_images():
+    return load_splits("digits", None, 0.1, seed=0).test.images
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_export_has_a_dynamic_batch_and_matches_pytorch(tmp_path, digits_images, exporter):
+    model = build_model("net", (16, 32), 10, 0.3, 0.3).eval()
+    report = export_and_verify(model, digits_images, tmp_path / "m.onnx", opset=18, exporter=exporter,
+                               batch_sizes=(1, 37, 64), metadata={"dataset": "digits"})
+    assert report.verified and report.max_abs_diff <= 1e-4 and report.opset == 18
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value  # symbolic, not fixed
+    assert {p.key: p.value for p in proto.metadata_props}["dataset"] == "digits"
+    assert not list(tmp_path.glob("*.data"))  # self-contained
+
+
+def run_handler(handler: OnnxExportHandler) -> Engine:
+    engine = Engine(lambda e, b: None)
+    handler.attach(engine)
+    engine.run([0, 1], max_epochs=1)
+    return engine
+
+
+def test_handler_failure_keeps_the_run_alive(tmp_path, digits_images):
+    handler = OnnxExportHandler(Unexportable(), digits_images, tmp_path, log=lambda m: None)
+    engine = run_handler(handler)
+    assert engine.state.iteration == 2 and handler.reports == [None]
+
+
+def test_handler_failure_is_fatal_when_strict(tmp_path, digits_images):
+    handler = OnnxExportHandler(Unexportable(), digits_images, tmp_path, strict=True, log=lambda m: None)
+    with pytest.raises(Exception):
+        run_handler(handler)
+
+
+def test_handler_checks_its_arguments(tmp_path, digits_images):
+    with pytest.raises(ValueError, match="37"):
+        OnnxExportHandler(Unexportable(), digits_images[:5], tmp_path)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("onnx_run")
+    run_train([*QUICK, "--onnx-on-best"], tmp)
+    (run_dir,) = offline_runs(tmp)
+    return tmp, run_dir, next((tmp / "runs").iterdir())
+
+
+@pytest.mark.e2e
+def test_training_exports_verifies_and_logs_onnx(trained):
+    _, run_dir, out = trained
+    assert (out / "model.onnx").is_file() and (out / "model-best.onnx").is_file()
+    summary = inspect_summary(run_dir)
+    s = summary["summary"]
+    assert s["onnx/verified"] is True and s["onnx/max_abs_diff"] <= 1e-4
+    assert s["onnx/exporter"] == "dynamo" and s["onnx/opset"] == 18 and s["onnx/file_size_bytes"] > 10_000
+    assert s["onnx_best/verified"] is True
+    arts = [r["artifact"] for r in inspect_records(run_dir) if r["type"] == "artifact" and r["artifact"]["name"].startswith("onnx-")]
+    assert {a["type"] for a in arts} == {"model"} and arts[-1]["aliases"] == ["latest"]
+    assert any("best" in a["aliases"] for a in arts)
+    assert (run_dir / "files" / "model.onnx").is_file()  # run.save
+
+
+@pytest.mark.e2e
+def test_failed_export_is_reported_and_training_finishes(tmp_path):
+    handler = str(ROOT / "tests" / "user_handlers.py") + ":break_onnx"
+    proc = run_train([*QUICK, "--epochs", "1", "--handler", handler], tmp_path)
+    assert "ONNX export/verification failed" in proc.stdout and "Test results" in proc.stdout
+    s = inspect_summary(offline_runs(tmp_path)[0])["summary"]
+    assert s["onnx/verified"] is False and "failed" in s["onnx/error"] and "test/accuracy" in s
+    assert list((tmp_path / "runs").glob("*/checkpoints/checkpoint_*.pt"))
+    strict = run_train([*QUICK, "--epochs", "1", "--handler", handler, "--onnx-strict"], tmp_path, check=False)
+    assert strict.returncode == 1
+
+
+@pytest.mark.e2e
+def test_export_script_and_predict_script_agree_with_pytorch(trained, tmp_path):
+    tmp, run_dir, out = trained
+    exported = tmp_path / "exported.onnx"
+    proc = run_script("export_onnx.py", ["--checkpoint", str(out), "--output", str(exported)], tmp_path)
+    assert "onnxruntime matches PyTorch" in proc.stdout
+    again = run_script("export_onnx.py", ["--checkpoint", str(run_dir), "--output", str(exported)], tmp_path, check=False)
+    assert again.returncode == 2 and "--force" in again.stderr
+
+    pred = run_script("predict.py", [str(exported), "--split", "test"], tmp_path)
+    accuracy_line = pred.stdout.strip().splitlines()[-1]
+    correct, total = map(int, accuracy_line.split("(")[1].split(")")[0].split("/"))
+    pytorch_accuracy = inspect_summary(run_dir)["summary"]["test/accuracy"]
+    assert correct / total == pytorch_accuracy  # the final checkpoint is the model that was tested
+
+
+@pytest.mark.e2e
+def test_predict_on_image_files(trained, tmp_path, digits_images):
+    from PIL import Image
+
+    _, _, out = trained
+    files = []
+    for i in range(3):
+        path = tmp_path / f"digit{i}.png"
+        Image.fromarray(digits_images[i, 0].numpy()).save(path)
+        files.append(str(path))
+    proc = run_script("predict.py", [str(out / "model.onnx"), *files], tmp_path)
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 3 and all(" p=" in line for line in lines) and lines[0].startswith(files[0])
+
+
+@pytest.mark.e2e
+def test_predict_bad_input(tmp_path):
+    missing = run_script("predict.py", [str(tmp_path / "nope.onnx"), "--split", "test"], tmp_path, check=False)
+    assert missing.returncode == 2 and "no such ONNX file" in missing.stderr and "Traceback" not in missing.stderr
+    bogus = tmp_path / "bogus.onnx"
+    bogus.write_bytes(b"not onnx")
+    bad = run_script("predict.py", [str(bogus), "--split", "test"], tmp_path, check=False)
+    assert bad.returncode == 2 and "not a valid ONNX model" in bad.stderr
