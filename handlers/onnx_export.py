@@ -48,6 +48,11 @@ class OnnxExportHandler:
     def __call__(self, engine: Engine, best: bool = False) -> Optional[OnnxReport]:
         path = self.directory / ("model-best.onnx" if best else "model.onnx")
         prefix = "onnx_best" if best else "onnx"
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            self.log("ONNX export skipped: the model has NaN or infinite weights.")
+            self._summary({f"{prefix}/verified": False, f"{prefix}/error": "skipped: non-finite weights"})
+            self.reports.append(None)
+            return None
         try:
             report = export_and_verify(self.model, self.images, path, self.opset, self.exporter,
                                        tolerance=self.tolerance, metadata=self.metadata)

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import math
 import secrets
 import string
 from dataclasses import dataclass, field
@@ -15,10 +16,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
-from ignite.engine import Engine, Events, create_supervised_evaluator, create_supervised_trainer
-from ignite.handlers import Checkpoint, ProgressBar, TerminateOnNan, Timer
+from ignite.engine import Engine, Events
+from ignite.handlers import Checkpoint, EarlyStopping, ProgressBar, TerminateOnNan, Timer
 from ignite.handlers.utils import global_step_from_engine
-from ignite.metrics import Accuracy, Loss
 from ignite.utils import manual_seed
 from torch import nn
 
@@ -27,8 +27,10 @@ from handlers.wandb_checkpoint import WandBCheckpointSaver
 from ignite_app import plugins, resume, tracking
 from ignite_app.config import Config
 from ignite_app.data import Loaders, Splits, load_splits, make_loaders
+from ignite_app.engines import GradNormClipper, create_engines
 from ignite_app.errors import UserError
 from ignite_app.models import build_model
+from ignite_app.schedules import create_lr_scheduler
 from ignite_app.state import RNGStates, RunMeta
 
 
@@ -56,6 +58,8 @@ class App:
     savers: list[WandBCheckpointSaver] = field(default_factory=list)
     min_log_step: int = 0  # a resumed online run already holds steps below this; don't log them again
     onnx_exporter: Optional[OnnxExportHandler] = None
+    grad_clipper: Optional[GradNormClipper] = None
+    user_handlers: list[Callable[["App"], None]] = field(default_factory=list)  # --handler, resolved
 
     def log(self, message: str) -> None:
         """Print without tearing the progress bar."""
@@ -92,6 +96,12 @@ class App:
                      "to train; pass a larger --epochs to train longer. Evaluating the test set.")
         else:
             self.trainer.run(self.loaders.train, max_epochs=self.config.epochs)
+        if not math.isfinite(self.trainer.state.output if self.trainer.state.output is not None else 0.0):
+            self._stop_diverged()
+        if self.trainer.state.epoch < self.config.epochs and "early_stopping" in self.to_save:
+            self.log(f"Early stopping after epoch {self.trainer.state.epoch}: validation accuracy did not improve "
+                     f"for {self.config.early_stopping} epoch(s).")
+            tracking.log_summary(self.wandb_logger, {"stopped": "early stopping"})
         self.test_evaluator.run(self.loaders.test)
         test = {f"test/{k}": float(v) for k, v in self.test_evaluator.state.metrics.items()}
         val = {f"validation/{k}": float(v) for k, v in self.evaluator.state.metrics.items()}
@@ -100,10 +110,26 @@ class App:
         self.wandb_logger.log(test, step=self.trainer.state.iteration)
         return {**val, **test}
 
+    def _stop_diverged(self) -> None:
+        last = self.checkpointers["checkpointer"].last_checkpoint if self.checkpointers else None
+        where = f"the last good checkpoint is {self.output_dir / 'checkpoints' / last}" if last else "no checkpoint was written yet"
+        tracking.log_summary(self.wandb_logger, {"stopped": "loss became NaN or infinite",
+                                                 "stopped_at_iteration": self.trainer.state.iteration})
+        raise TrainingDiverged(
+            f"Training stopped at iteration {self.trainer.state.iteration}: the loss became NaN or infinite "
+            f"(TerminateOnNan); {where}. Resume from it with a lower --lr, or add --clip-grad-norm."
+        )
+
     def close(self) -> None:
         for saver in self.savers:
             saver.close()
         self.wandb_logger.close()
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf and TerminateOnNan stopped training (exit code 1, no traceback)."""
+
+    exit_code = 1
 
 
 def new_run_id() -> str:
@@ -137,6 +163,7 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     fail on bad input is checked before anything is written.
     """
     wandb_mode = tracking.resolve_mode(config.wandb_mode)
+    user_handlers = plugins.load_handlers(config.handler)
     device = resolve_device(config.device)
     manual_seed(config.seed)
     splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
@@ -149,10 +176,18 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std).to(device)
     optimizer = build_optimizer(config, model.parameters())
     loss_fn = nn.CrossEntropyLoss()
-    trainer = create_supervised_trainer(model, optimizer, loss_fn, device=device, non_blocking=True)
-    metrics_factory: Callable[[], dict] = lambda: {"accuracy": Accuracy(), "loss": Loss(loss_fn)}
-    evaluator = create_supervised_evaluator(model, metrics=metrics_factory(), device=device, non_blocking=True)
-    test_evaluator = create_supervised_evaluator(model, metrics=metrics_factory(), device=device, non_blocking=True)
+    engines = create_engines(model, optimizer, loss_fn, device, amp=config.amp,
+                             accumulation_steps=config.accumulation_steps, clip_grad_norm=config.clip_grad_norm,
+                             compile_model=config.compile)
+    epoch_length = len(loaders.train)
+    if config.warmup_iters >= config.epochs * epoch_length:
+        raise UserError(f"--warmup-iters {config.warmup_iters} is not shorter than the whole run "
+                        f"({config.epochs} epochs x {epoch_length} iterations); lower it.")
+    lr_scheduler = create_lr_scheduler(
+        config.lr_schedule, optimizer, config.lr, config.epochs * epoch_length, epoch_length,
+        config.warmup_iters, config.lr_step_epochs, config.lr_gamma,
+    )
+    trainer, evaluator, test_evaluator = engines.trainer, engines.evaluator, engines.test_evaluator
 
     if checkpoint is not None:
         resume.check_model_fits(model, checkpoint)
@@ -168,10 +203,17 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
         "model": model, "optimizer": optimizer, "trainer": trainer,
         "rng": RNGStates(), "meta": RunMeta(run_id, config.to_dict()),
     }
+    optional = {"lr_scheduler": lr_scheduler, "scaler": engines.scaler}
+    if config.early_stopping:
+        optional["early_stopping"] = EarlyStopping(
+            config.early_stopping, score_function=lambda engine: engine.state.metrics["accuracy"], trainer=trainer
+        )
+    to_save.update({k: v for k, v in optional.items() if v is not None})
     return App(
         config=config, run_id=run_id, output_dir=output_dir, device=device, splits=splits, loaders=loaders,
         model=model, optimizer=optimizer, loss_fn=loss_fn, trainer=trainer, evaluator=evaluator,
         test_evaluator=test_evaluator, wandb_logger=logger, to_save=to_save, checkpoint=checkpoint,
+        grad_clipper=engines.grad_norm, user_handlers=user_handlers,
         min_log_step=tracking.resumed_step(logger) if checkpoint is not None else 0,
     )
 
@@ -219,9 +261,12 @@ def _attach_wandb(app: App) -> None:
     def not_logged_yet(_: Engine, __: int) -> bool:
         return trainer.state.iteration >= app.min_log_step
 
+    clipper = app.grad_clipper
     logger.attach_output_handler(
         trainer, event_name=Events.ITERATION_COMPLETED(event_filter=every_interval), tag="training",
-        output_transform=lambda loss: {"loss": loss},
+        output_transform=lambda loss: {
+            "loss": loss, **({"grad_norm": clipper.last_norm} if clipper and math.isfinite(clipper.last_norm) else {})
+        },
     )
     logger.attach_opt_params_handler(
         trainer, event_name=Events.ITERATION_STARTED(event_filter=every_interval), optimizer=app.optimizer
@@ -285,16 +330,22 @@ def attach_handlers(app: App) -> App:
     trainer = app.trainer
     sampler = app.loaders.train.batch_sampler
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+    if app.config.terminate_on_nan:
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+    if "lr_scheduler" in app.to_save:
+        trainer.add_event_handler(Events.ITERATION_STARTED, app.to_save["lr_scheduler"])
     _attach_throughput(app)
     if app.config.progress_bar:
         app.progress_bar = ProgressBar(persist=False)
         app.progress_bar.attach(trainer, output_transform=lambda loss: {"loss": loss})
     _attach_validation(app)
+    if "early_stopping" in app.to_save:  # after validation's metrics exist, before the epoch's checkpoint
+        app.evaluator.add_event_handler(Events.COMPLETED, app.to_save["early_stopping"])
     _attach_checkpoints(app)
     _attach_onnx(app)
     _attach_wandb(app)
-    plugins.attach_user_handlers(app, app.config.handler)
+    for attach_user_handler in app.user_handlers:
+        attach_user_handler(app)
     return app
 
 

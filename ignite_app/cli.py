@@ -17,6 +17,7 @@ _GROUP_TITLES = {
     "data": "data",
     "model": "model",
     "optimization": "optimization",
+    "extras": "training extras",
     "logging": "logging",
     "wandb": "Weights & Biases",
     "outputs": "outputs, checkpoints and resuming",
@@ -54,6 +55,17 @@ def split_items(values: Any, item: Callable[[str], Any]) -> tuple:
 
 def _default(f) -> Any:
     return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+class _ListHandlersAction(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from ignite_app.plugins import describe_handlers
+
+        print(describe_handlers())
+        parser.exit(0)
 
 
 class _HandlerArgAction(argparse.Action):
@@ -116,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name == "handler":
             group.add_argument("--handler-arg", "--handler_arg", action=_HandlerArgAction, metavar="KEY=VALUE",
                                help="a keyword argument for the preceding --handler (repeatable)")
+            group.add_argument("--list-handlers", "--list_handlers", action=_ListHandlersAction,
+                               help="list the built-in and installed handlers, then exit")
     return parser
 
 

@@ -53,6 +53,18 @@ class Config:
     val_batch_size: int = _opt(1000, "validation and test batch size", "optimization")
     seed: int = _opt(42, "random seed: same seed and flags give the same metrics on the CPU", "optimization")
     device: str = _opt("auto", "auto (cuda when available), cpu or cuda", "optimization", choices=DEVICES)
+    # training extras (Ignite handlers and engine options)
+    lr_schedule: str = _opt("none", "lr schedule, stepped every iteration (Ignite param schedulers)", "extras",
+                            choices=("none", "cosine", "step", "onecycle"))
+    warmup_iters: int = _opt(0, "linear lr warm-up from 0 over N iterations (not with onecycle, which has its own)", "extras")
+    lr_step_epochs: int = _opt(2, "step schedule: multiply the lr by --lr-gamma every N epochs", "extras")
+    lr_gamma: float = _opt(0.1, "step schedule: the factor", "extras")
+    early_stopping: int = _opt(0, "stop after N epochs without a better validation accuracy (0: off)", "extras")
+    clip_grad_norm: float = _opt(0.0, "clip the gradient norm to this value before each step (0: off)", "extras")
+    terminate_on_nan: bool = _opt(True, "stop when the loss becomes NaN or infinite (the checkpoints stay)", "extras")
+    amp: bool = _opt(False, "mixed precision: CUDA AMP with a GradScaler, or bf16 autocast on the CPU", "extras")
+    compile: bool = _opt(False, "torch.compile the model", "extras")
+    accumulation_steps: int = _opt(1, "accumulate gradients over N iterations per optimizer step", "extras")
     # logging
     log_interval: int = _opt(10, "log the training loss and lr every N iterations", "logging")
     progress_bar: bool = _opt(True, "show Ignite's progress bar", "logging")
@@ -148,6 +160,14 @@ def validate(config: Config) -> Config:
     _check(c.n_saved >= 1, f"--n-saved must be at least 1, got {c.n_saved}", p)
     _check(not (c.resume and c.auto_resume), "--resume and --auto-resume cannot be used together", p)
     _check(7 <= c.onnx_opset <= 23, f"--onnx-opset must be between 7 and 23, got {c.onnx_opset}", p)
+    _check(c.warmup_iters >= 0, f"--warmup-iters must be >= 0, got {c.warmup_iters}", p)
+    _check(not (c.warmup_iters and c.lr_schedule == "onecycle"),
+           "--warmup-iters does not combine with --lr-schedule onecycle (one-cycle warms up by itself)", p)
+    _check(c.lr_step_epochs >= 1, f"--lr-step-epochs must be at least 1, got {c.lr_step_epochs}", p)
+    _check(0 < c.lr_gamma <= 1, f"--lr-gamma must be in (0, 1], got {c.lr_gamma}", p)
+    _check(c.early_stopping >= 0, f"--early-stopping must be >= 0, got {c.early_stopping}", p)
+    _check(c.clip_grad_norm >= 0, f"--clip-grad-norm must be >= 0, got {c.clip_grad_norm}", p)
+    _check(c.accumulation_steps >= 1, f"--accumulation-steps must be at least 1, got {c.accumulation_steps}", p)
     _check(c.watch_freq >= 1, f"--watch-freq must be at least 1, got {c.watch_freq}", p)
     _check(
         len(c.kernels) == 2 and all(k >= 1 for k in c.kernels),

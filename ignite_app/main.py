@@ -23,7 +23,10 @@ def guarded(prog: str, body: Callable[[], None]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except Exception:  # noqa: BLE001 - the last line of defence: show the traceback, exit 1
+    except Exception as error:  # noqa: BLE001 - the last line of defence: show the traceback, exit 1
+        if hasattr(error, "exit_code"):  # our own stops (e.g. TrainingDiverged) explain themselves
+            print(f"{prog}: {error}", file=sys.stderr, flush=True)
+            return error.exit_code
         traceback.print_exc()
         return 1
 

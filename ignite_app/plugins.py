@@ -21,6 +21,7 @@ import yaml
 from ignite_app.errors import UserError
 
 ENTRY_POINT_GROUP = "ignite_app.handlers"
+BUILTIN_HANDLERS = {"hard-examples": "handlers.hard_examples:log_hard_examples"}
 
 
 def parse_handler_spec(text: str) -> tuple[str, dict[str, Any]]:
@@ -47,8 +48,21 @@ def parse_handler_spec(text: str) -> tuple[str, dict[str, Any]]:
 
 
 def registered_handlers() -> dict[str, str]:
-    """name -> 'module:attr' for every handler installed under the entry-point group."""
-    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    """name -> 'module:attr': the built-in handlers, then those installed under the entry-point group."""
+    return {**BUILTIN_HANDLERS, **{ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}}
+
+
+def describe_handlers() -> str:
+    """The text of `train.py --list-handlers`."""
+    installed = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    lines = ["Handlers usable as --handler NAME:"]
+    for name, target in sorted(registered_handlers().items()):
+        ep = installed.get(name)
+        origin = "built-in" if name in BUILTIN_HANDLERS and (ep is None or ep.value == target) else (
+            f"installed by {ep.dist.name if ep and ep.dist else 'a package'}")
+        lines.append(f"  {name:<20} {target}  ({origin})")
+    lines.append("Any package.module:callable or path/to/file.py:callable works too; the callable receives the app.")
+    return "\n".join(lines)
 
 
 def _load_from_file(path: Path, attr: str, spec: str) -> Any:
@@ -103,7 +117,11 @@ def load_callable(spec: str) -> Callable[..., Any]:
     return obj
 
 
-def attach_user_handlers(app: Any, specs: tuple[str, ...]) -> None:
+def load_handlers(specs: tuple[str, ...]) -> list[Callable[[Any], None]]:
+    """Resolve every --handler up front (before anything is written), as callables that take the app."""
+    loaded = []
     for text in specs:
         spec, kwargs = parse_handler_spec(text)
-        load_callable(spec)(app, **kwargs)
+        fn = load_callable(spec)
+        loaded.append(lambda app, fn=fn, kwargs=kwargs: fn(app, **kwargs))
+    return loaded

@@ -37,3 +37,25 @@ class Unexportable(torch.nn.Module):
 def break_onnx(app) -> None:
     """Make the ONNX export handler export a model that cannot be exported."""
     app.onnx_exporter.model = Unexportable()
+
+
+def blow_up_at(app, iteration: int) -> None:
+    """Set an absurd learning rate at `iteration`, so that the loss becomes NaN soon after."""
+
+    @app.trainer.on(Events.ITERATION_COMPLETED(once=iteration))
+    def _blow_up(_):
+        for group in app.optimizer.param_groups:
+            group["lr"] = 1e12
+
+
+def count_epochs(app, key: str = "custom/epochs_seen") -> None:
+    """Log a counter to W&B each epoch: proves the handler ran, through the run's own records."""
+    seen = {"n": 0}
+
+    @app.trainer.on(Events.EPOCH_COMPLETED)
+    def _count(engine):
+        seen["n"] += 1
+        app.wandb_logger.log({key: seen["n"]}, step=engine.state.iteration)
+
+
+NOT_CALLABLE = 42

@@ -1,0 +1,54 @@
+"""Log the validation images the model gets most wrong as a W&B table, each epoch (the tutorials' "hard examples").
+
+As a user's own handler file (the README's worked example):
+
+    python scripts/train.py --handler handlers/hard_examples.py:log_hard_examples --handler-arg every=2
+
+or by its registered name (entry point group `ignite_app.handlers`): `--handler hard-examples`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+
+class HardExamplesTable:
+    """Each `every` epochs: the `count` misclassified validation images with the highest loss, as a wandb.Table of
+    (image, true class, predicted class, probability of the prediction, loss), logged at the trainer's iteration."""
+
+    def __init__(self, app: Any, every: int = 1, count: int = 16) -> None:
+        if every < 1 or count < 1:
+            raise ValueError(f"every and count must be at least 1, got every={every}, count={count}")
+        self.app, self.every, self.count = app, every, count
+
+    @torch.no_grad()
+    def __call__(self, trainer: Engine) -> None:
+        import wandb
+
+        app = self.app
+        model, device = app.model, app.device
+        was_training = model.training
+        model.eval()
+        images, labels = app.splits.val.images, app.splits.val.labels
+        logits = torch.cat([model(images[i : i + 1000].to(device)).float().cpu() for i in range(0, len(images), 1000)])
+        model.train(was_training)
+        losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+        probs, predicted = logits.softmax(1).max(1)
+        wrong = (predicted != labels).nonzero().flatten()
+        hardest = wrong[losses[wrong].argsort(descending=True)[: self.count]]
+        classes = app.splits.info.classes
+        table = wandb.Table(columns=["image", "true", "predicted", "probability", "loss"])
+        for i in hardest.tolist():
+            table.add_data(wandb.Image(images[i, 0].numpy()), classes[labels[i]], classes[predicted[i]],
+                           float(probs[i]), float(losses[i]))
+        app.wandb_logger.log({"validation/hard_examples": table}, step=trainer.state.iteration)
+
+    def attach(self, trainer: Engine) -> None:
+        trainer.add_event_handler(Events.EPOCH_COMPLETED(every=self.every), self)
+
+
+def log_hard_examples(app: Any, every: int = 1, count: int = 16) -> None:
+    """`--handler` entry point: the callable receives the app and attaches what it wants."""
+    HardExamplesTable(app, every, count).attach(app.trainer)

@@ -1,0 +1,181 @@
+"""Ways to attach handlers (Python API, --handler file/module/name/plugin) and the built-in handlers behind flags."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from helpers import QUICK, ROOT, clean_env, history, inspect_summary, offline_runs, run_train
+
+pytestmark = pytest.mark.e2e
+USER = str(ROOT / "tests" / "user_handlers.py")
+FAST = [*QUICK, "--no-onnx"]
+
+
+def lr_curve(tmp_path):
+    return [(r["_step"], r["lr/group_0"]) for r in history(offline_runs(tmp_path)[0]) if "lr/group_0" in r]
+
+
+def final_checkpoint(tmp_path):
+    return torch.load(max((tmp_path / "runs").glob("*/checkpoints/checkpoint_*.pt"), key=lambda p: int(p.stem.split("_")[1])),
+                      weights_only=True)
+
+
+# ---------------------------------------------------------------- ways in
+
+
+def test_python_api_drives_the_same_app(tmp_path):
+    script = tmp_path / "my_training.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from ignite.engine import Events
+        from ignite_app import attach_handlers, build, parse
+
+        app = attach_handlers(build(parse({[*FAST, "--epochs", "1", "--output-dir", str(tmp_path / "runs")]!r})))
+        calls = []
+        app.trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: calls.append(engine.state.iteration))
+        assert {{"trainer", "evaluator", "model", "optimizer", "loaders", "wandb_logger", "config", "output_dir"}} <= set(vars(app))
+        metrics = app.run()
+        app.wandb_logger.log({{"custom/calls": len(calls)}}, step=app.trainer.state.iteration)
+        app.close()
+        print("metrics", metrics["test/accuracy"], len(calls))
+    """))
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=clean_env(tmp_path), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "metrics" in proc.stdout and proc.stdout.strip().endswith(" 11")
+    assert inspect_summary(offline_runs(tmp_path)[0])["summary"]["custom/calls"] == 11
+
+
+def test_handler_from_a_file_with_keyword_arguments(tmp_path):
+    run_train([*FAST, "--handler", f"{USER}:count_epochs", "--handler-arg", "key=custom/seen"], tmp_path)
+    rows = [r for r in history(offline_runs(tmp_path)[0]) if "custom/seen" in r]
+    assert [r["custom/seen"] for r in rows] == [1, 2]
+
+
+def test_readme_worked_example_hard_examples_table_from_a_file_and_by_name(tmp_path):
+    a, b = tmp_path / "file", tmp_path / "name"
+    a.mkdir(), b.mkdir()
+    run_train([*FAST, "--handler", str(ROOT / "handlers" / "hard_examples.py") + ":log_hard_examples",
+               "--handler-arg", "count=5"], a)
+    run_train([*FAST, "--handler", 'hard-examples {"every": 2, "count": 3}'], b)
+    for tmp, epochs in ((a, 2), (b, 1)):
+        key = "validation/hard_examples"
+        rows = [r for r in history(offline_runs(tmp)[0]) if f"{key}._type" in r]
+        assert len(rows) == epochs
+        assert rows[-1][f"{key}._type"] == "table-file" and rows[-1][f"{key}.ncols"] == 5
+        assert 1 <= rows[-1][f"{key}.nrows"] <= (5 if tmp == a else 3)
+        assert list(offline_runs(tmp)[0].glob("files/media/table/validation/hard_examples_*.table.json"))
+
+
+def test_installed_plugin_is_listed_and_usable_by_name(tmp_path):
+    site = tmp_path / "site"
+    (site / "my_plugin").mkdir(parents=True)
+    (site / "my_plugin" / "__init__.py").write_text(
+        "def attach(app, key='plugin/epochs'):\n"
+        "    from ignite.engine import Events\n"
+        "    app.trainer.add_event_handler(Events.EPOCH_COMPLETED,\n"
+        "        lambda e: app.wandb_logger.log({key: e.state.epoch}, step=e.state.iteration))\n"
+    )
+    dist = site / "my_plugin-1.0.dist-info"  # what pip writes for a package that declares the entry point
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[ignite_app.handlers]\nepoch-logger = my_plugin:attach\n")
+    env = clean_env(tmp_path, PYTHONPATH=str(site))
+    listed = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "--list-handlers"], env=env,
+                            capture_output=True, text=True, check=True).stdout
+    assert "epoch-logger" in listed and "installed by my-plugin" in listed and "hard-examples" in listed
+    run_train([*FAST, "--handler", "epoch-logger"], tmp_path, env=env)
+    assert [r["plugin/epochs"] for r in history(offline_runs(tmp_path)[0]) if "plugin/epochs" in r] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--handler", "no_such_module_xyz:attach"], "cannot import module 'no_such_module_xyz'"),
+        (["--handler", "missing/file.py:attach"], "the file missing/file.py does not exist"),
+        (["--handler", f"{USER}:no_such_function"], "has no attribute 'no_such_function'"),
+        (["--handler", f"{USER}:NOT_CALLABLE"], "is a int, not a callable"),
+        (["--handler", "no-such-name"], "no handler of that name"),
+        (["--handler", f"{USER}:count_epochs {{not json"], "not valid JSON"),
+        (["--handler-arg", "x=1"], "--handler-arg must follow a --handler"),
+    ],
+)
+def test_bad_handler_specs_are_clear_errors(tmp_path, args, fragment):
+    proc = run_train([*FAST, *args], tmp_path, check=False)
+    assert proc.returncode == 2 and fragment in proc.stderr and "Traceback" not in proc.stderr
+    assert not offline_runs(tmp_path)
+
+
+# ---------------------------------------------------------------- built-in handlers
+
+
+def test_cosine_with_warmup_clipping_accumulation_and_cpu_amp(tmp_path):
+    run_train([*FAST, "--lr-schedule", "cosine", "--warmup-iters", "6", "--log-interval", "1", "--clip-grad-norm", "0.5",
+               "--accumulation-steps", "2", "--amp"], tmp_path)
+    curve = [lr for _, lr in lr_curve(tmp_path)]
+    peak = curve.index(max(curve))
+    assert 4 <= peak <= 7 and curve[0] < curve[peak] / 4  # linear warm-up ...
+    assert all(a >= b for a, b in zip(curve[peak:], curve[peak + 1:])) and curve[-1] < curve[peak] / 10  # ... then cosine
+    rows = [r for r in history(offline_runs(tmp_path)[0]) if "training/grad_norm" in r]
+    assert len(rows) >= 20 and all(r["training/grad_norm"] > 0 for r in rows)
+    ckpt = final_checkpoint(tmp_path)
+    assert int(ckpt["optimizer"]["state"][0]["step"]) == 11  # 22 iterations, one step per 2
+    assert "lr_scheduler" in ckpt
+    assert inspect_summary(offline_runs(tmp_path)[0])["summary"]["test/accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("schedule", ["step", "onecycle"])
+def test_step_and_onecycle_schedules_shape_the_logged_lr(tmp_path, schedule):
+    run_train([*FAST, "--lr-schedule", schedule, "--lr-step-epochs", "1", "--log-interval", "1"], tmp_path)
+    curve = dict(lr_curve(tmp_path))
+    if schedule == "step":
+        assert curve[1] == pytest.approx(0.005) and curve[11] == pytest.approx(0.005)
+        assert curve[12] == pytest.approx(0.0005) and curve[22] == pytest.approx(0.0005)
+    else:
+        values = list(curve.values())
+        top = values.index(max(values))
+        assert 0 < top < len(values) - 1 and max(values) == pytest.approx(0.005, rel=0.05)
+        assert values[0] < 0.001 and values[-1] < 0.0001
+
+
+def test_early_stopping_stops_and_its_counter_is_checkpointed(tmp_path):
+    proc = run_train([*FAST, "--epochs", "6", "--early-stopping", "1", "--lr", "1e-12"], tmp_path)
+    assert "Early stopping after epoch 2" in proc.stdout
+    s = inspect_summary(offline_runs(tmp_path)[0])["summary"]
+    assert s["trainer/epoch"] == 2 and s["stopped"] == "early stopping"
+    assert final_checkpoint(tmp_path)["early_stopping"]["counter"] == 1
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    proc = run_train([*FAST, "--checkpoint-every", "4", "--handler", f"{USER}:blow_up_at", "--handler-arg",
+                      "iteration=13"], tmp_path, check=False)
+    assert proc.returncode == 1 and "the loss became NaN or infinite" in proc.stderr and "Traceback" not in proc.stderr
+    assert "checkpoint_12.pt" in proc.stderr
+    ckpt = final_checkpoint(tmp_path)
+    assert ckpt["trainer"]["iteration"] == 12
+    assert all(torch.isfinite(t).all() for t in ckpt["model"].values())
+
+
+def test_resume_with_a_schedule_is_bit_exact(tmp_path):
+    args = [*FAST, "--epochs", "2", "--model", "net", "--lr-schedule", "cosine", "--warmup-iters", "5",
+            "--checkpoint-every", "3", "--early-stopping", "5"]
+    full, crash = tmp_path / "full", tmp_path / "crash"
+    full.mkdir(), crash.mkdir()
+    run_train(args, full)
+    run_train([*args, "--handler", f"{USER}:kill_at", "--handler-arg", "iteration=8"], crash, check=False)
+    proc = run_train([*args, "--auto-resume"], crash)
+    assert "at iteration 6" in proc.stdout
+    a, b = final_checkpoint(full), final_checkpoint(crash)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["lr_scheduler"] == b["lr_scheduler"] and a["early_stopping"] == b["early_stopping"]
+
+
+def test_compile(tmp_path):
+    proc = run_train([*FAST, "--epochs", "1", "--compile"], tmp_path)
+    assert "Test results" in proc.stdout
+    assert not any(k.startswith("_orig_mod") for k in final_checkpoint(tmp_path)["model"])
