@@ -89,7 +89,7 @@ def _api():
             "offline run directory instead."
         )
     try:
-        return wandb.Api(timeout=30)
+        return wandb.Api()  # honours WANDB_HTTP_TIMEOUT
     except Exception as exc:  # noqa: BLE001 - wandb raises several types for auth and network failures
         raise UserError(f"Cannot reach the W&B API ({type(exc).__name__}: {exc}). Check the network and API key.") from None
 
@@ -120,6 +120,9 @@ def download_checkpoint(spec: str) -> tuple[Path, str]:
         versions = [a for a in run.logged_artifacts() if a.type == "model" and a.name.startswith("checkpoint-")]
     except (wandb.errors.CommError, ValueError) as exc:
         raise UserError(f"W&B could not find wandb:{spec} ({exc}). Check the entity, project, name and alias.") from None
+    except Exception as exc:  # noqa: BLE001 - network and auth failures come in many types
+        raise UserError(f"Cannot reach the W&B API for wandb:{spec} ({type(exc).__name__}: {exc}). Check the "
+                        "network and API key, or resume from a local checkpoint file.") from None
     if not versions:
         raise UserError(f"The W&B run {spec} logged no checkpoint artifacts; resume from a checkpoint file instead.")
     latest = next((a for a in versions if "latest" in a.aliases), versions[-1])

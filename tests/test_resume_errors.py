@@ -130,6 +130,16 @@ def test_wandb_spec_without_api_key(isolated, capsys):
     assert "no API key is configured" in err
 
 
+def test_wandb_spec_with_no_network(isolated, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    import wandb
+
+    monkeypatch.setattr(wandb.Api, "_HTTP_TIMEOUT", 3)  # WANDB_HTTP_TIMEOUT, read when wandb is imported
+    err = run_main(["--resume", "wandb:me/ignite-app/checkpoint-abc:latest"], isolated, capsys)
+    assert "Cannot reach the W&B API" in err
+
+
 def test_malformed_wandb_spec(isolated, capsys):
     assert "not a W&B checkpoint spec" in run_main(["--resume", "wandb:just-a-name"], isolated, capsys)
 
