@@ -187,35 +187,38 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
         config.lr_schedule, optimizer, config.lr, config.epochs * epoch_length, epoch_length,
         config.warmup_iters, config.lr_step_epochs, config.lr_gamma,
     )
-    trainer, evaluator, test_evaluator = engines.trainer, engines.evaluator, engines.test_evaluator
-
     if checkpoint is not None:
         resume.check_model_fits(model, checkpoint)
-        run_id = checkpoint.meta["run_id"]
-        output_dir = resume.run_dir_of(checkpoint.path) or Path(config.output_dir) / run_id
-    else:
-        run_id = new_run_id()
-        output_dir = Path(config.output_dir) / run_id
+    # the last of the checks: from here on, files and the W&B run are written
+    run_id, output_dir = _run_location(config, checkpoint)
     output_dir.mkdir(parents=True, exist_ok=True)
     config.save(output_dir / "config.yaml")
     logger = tracking.create_logger(config, run_id, wandb_mode, resume=checkpoint is not None)
     to_save = {
-        "model": model, "optimizer": optimizer, "trainer": trainer,
+        "model": model, "optimizer": optimizer, "trainer": engines.trainer,
         "rng": RNGStates(), "meta": RunMeta(run_id, config.to_dict()),
+        "lr_scheduler": lr_scheduler, "scaler": engines.scaler,
+        "early_stopping": EarlyStopping(
+            config.early_stopping, score_function=lambda engine: engine.state.metrics["accuracy"], trainer=engines.trainer
+        ) if config.early_stopping else None,
     }
-    optional = {"lr_scheduler": lr_scheduler, "scaler": engines.scaler}
-    if config.early_stopping:
-        optional["early_stopping"] = EarlyStopping(
-            config.early_stopping, score_function=lambda engine: engine.state.metrics["accuracy"], trainer=trainer
-        )
-    to_save.update({k: v for k, v in optional.items() if v is not None})
     return App(
         config=config, run_id=run_id, output_dir=output_dir, device=device, splits=splits, loaders=loaders,
-        model=model, optimizer=optimizer, loss_fn=loss_fn, trainer=trainer, evaluator=evaluator,
-        test_evaluator=test_evaluator, wandb_logger=logger, to_save=to_save, checkpoint=checkpoint,
+        model=model, optimizer=optimizer, loss_fn=loss_fn, trainer=engines.trainer, evaluator=engines.evaluator,
+        test_evaluator=engines.test_evaluator, wandb_logger=logger, checkpoint=checkpoint,
+        to_save={k: v for k, v in to_save.items() if v is not None},  # one dict for checkpointing and resuming
         grad_clipper=engines.grad_norm, user_handlers=user_handlers,
         min_log_step=tracking.resumed_step(logger) if checkpoint is not None else 0,
     )
+
+
+def _run_location(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint]) -> tuple[str, Path]:
+    """(run id, output dir): a new id under --output-dir, or the checkpoint's run and directory."""
+    if checkpoint is None:
+        run_id = new_run_id()
+        return run_id, Path(config.output_dir) / run_id
+    run_id = checkpoint.meta["run_id"]
+    return run_id, resume.run_dir_of(checkpoint.path) or Path(config.output_dir) / run_id
 
 
 def _attach_throughput(app: App) -> None:
