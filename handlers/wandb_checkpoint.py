@@ -12,6 +12,7 @@ so W&B's hashing and staging copy never stall the training loop; `wait()` (or `c
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
@@ -46,6 +47,7 @@ class WandBCheckpointSaver(DiskSaver):
         self.artifact_name = artifact_name or (f"checkpoint-{run.id}" if run is not None else "checkpoint")
         self._uploader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="wandb-checkpoint")
         self._pending: list[concurrent.futures.Future] = []
+        self._staged_ids = itertools.count()
         self.logged: list[dict[str, Any]] = []  # what was sent to W&B: file, aliases
 
     @property
@@ -66,8 +68,7 @@ class WandBCheckpointSaver(DiskSaver):
                if metadata and metadata.get("score_name") else {}),
         }
         # a hard link freezes this version's bytes: pruning or a later save may remove the file before upload
-        staged = self.dirname / f".upload-{filename}"
-        staged.unlink(missing_ok=True)
+        staged = self.dirname / f".upload-{next(self._staged_ids)}-{filename}"
         staged.hardlink_to(self.dirname / filename)
         self._pending = [f for f in self._pending if not f.done()]
         self._pending.append(self._uploader.submit(self._log_artifact, staged, filename, aliases, info))
