@@ -10,7 +10,7 @@ import re
 from dataclasses import MISSING, fields
 from typing import Any, Callable, Optional, Sequence
 
-from ignite_app.config import Config, load_yaml, validate
+from ignite_app.config import PRESETS, Config, load_yaml, validate
 from ignite_app.errors import UserError
 
 _GROUP_TITLES = {
@@ -148,13 +148,17 @@ NOT_INHERITED = ("resume", "auto_resume", "handler")
 
 
 def parse(argv: Optional[Sequence[str]] = None, base: Optional[dict[str, Any]] = None) -> Config:
-    """Parse a command line and validate the result. Precedence: defaults < `base` (a checkpoint's config when
-    resuming) < the --config file < flags."""
+    """Parse a command line and validate the result. Precedence: defaults < --preset < `base` (a checkpoint's
+    config when resuming) < the --config file < flags."""
     parser = build_parser()
+    pre, _ = parser.parse_known_args(argv)
+    file_values = load_yaml(pre.config) if pre.config else {}
+    preset = pre.preset or file_values.get("preset") or (base or {}).get("preset")
+    if preset in PRESETS:
+        parser.set_defaults(**PRESETS[preset])
     if base:
         parser.set_defaults(**{k: v for k, v in base.items() if k in Config.__dataclass_fields__ and k not in NOT_INHERITED})
-    pre, _ = parser.parse_known_args(argv)
-    if pre.config:
-        parser.set_defaults(**load_yaml(pre.config))
+    if file_values:
+        parser.set_defaults(**file_values)
     ns = parser.parse_args(argv)
     return validate(config_from_namespace(ns, parser))

@@ -88,3 +88,12 @@ def test_help_is_fast_and_imports_no_torch_or_wandb():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_preset_sets_values_that_flags_override(tmp_path):
+    c = parse(["--preset", "fast"])
+    assert (c.epochs, c.lr_schedule, c.lr) == (2, "onecycle", 0.01)
+    assert parse(["--preset", "fast", "--epochs", "4"]).epochs == 4
+    path = tmp_path / "c.yaml"
+    path.write_text("preset: fast\nlr: 0.02\n")
+    assert (parse(["--config", str(path)]).lr, parse(["--config", str(path)]).epochs) == (0.02, 2)
