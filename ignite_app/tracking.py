@@ -18,9 +18,10 @@ TRANSACTION_LOG_FLUSH_SECONDS = 1.0
 
 
 def api_key_configured(environ: Optional[dict] = None) -> bool:
-    """True when W&B would find an API key without asking: WANDB_API_KEY or a netrc entry for the W&B host."""
+    """True when W&B would find credentials without asking: WANDB_API_KEY, an identity token file
+    (WANDB_IDENTITY_TOKEN_FILE), or a netrc entry for the W&B host (what `wandb login` writes)."""
     environ = os.environ if environ is None else environ
-    if environ.get("WANDB_API_KEY"):
+    if environ.get("WANDB_API_KEY") or environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
     host = urlparse(environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
     path = environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
@@ -48,7 +49,7 @@ def resolve_mode(requested: str, environ: Optional[dict] = None) -> str:
     if mode == "online" and not api_key_configured(environ):
         raise UserError(
             "W&B online mode was asked for (--wandb-mode online or WANDB_MODE=online) but no API key is configured "
-            "(checked WANDB_API_KEY and ~/.netrc). Run `wandb login` or set WANDB_API_KEY, or log offline with "
+            "(checked WANDB_API_KEY, WANDB_IDENTITY_TOKEN_FILE and ~/.netrc). Run `wandb login` or set WANDB_API_KEY, or log offline with "
             "--wandb-mode offline and upload later with `wandb sync`."
         )
     return mode
