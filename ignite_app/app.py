@@ -23,13 +23,13 @@ from ignite.handlers.utils import global_step_from_engine
 from ignite.utils import manual_seed
 from torch import nn
 
-from handlers.onnx_export import OnnxExportHandler
-from handlers.wandb_checkpoint import WandBCheckpointSaver
+from ignite_app.handlers.onnx_export import OnnxExportHandler
+from ignite_app.handlers.wandb_checkpoint import WandBCheckpointSaver
 from ignite_app import plugins, resume, tracking
 from ignite_app.config import Config
 from ignite_app.data import Loaders, Splits, load_splits, make_loaders
 from ignite_app.engines import GradNormClipper, create_engines
-from ignite_app.errors import UserError
+from ignite_app.errors import TrainingStopped, UserError
 from ignite_app.models import build_model
 from ignite_app.schedules import create_lr_scheduler
 from ignite_app.state import RNGStates, RunMeta
@@ -127,10 +127,8 @@ class App:
         self.wandb_logger.close()
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(TrainingStopped):
     """The loss became NaN/inf and TerminateOnNan stopped training (exit code 1, no traceback)."""
-
-    exit_code = 1
 
 
 def new_run_id() -> str:

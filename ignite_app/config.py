@@ -22,7 +22,9 @@ WATCH_MODES = ("off", "gradients", "parameters", "all")
 
 
 def _opt(default: Any, help: str, group: str, **extra: Any) -> Any:
-    """A dataclass field that carries its CLI help, group and choices."""
+    """A dataclass field that carries its whole schema: CLI help and group, and the checks every source of values
+    (flags, --config files, presets, checkpoints, sweeps) goes through: `choices`, `min`/`max` (inclusive),
+    `above`/`below` (exclusive), `item` (element type of a list), `repeat` (a repeatable flag)."""
     meta = {"help": help, "group": group, **extra}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: tuple(default), metadata=meta)
@@ -38,8 +40,9 @@ class Config:
     data_dir: Optional[str] = _opt(
         None, "where the dataset files are or will be downloaded (default: system dir, then ~/.cache/ignite-app/data)", "data"
     )
-    val_fraction: float = _opt(0.1, "fraction of the training set held out for validation (fixed by --seed)", "data")
-    num_workers: int = _opt(0, "data-loader worker processes (the data is in memory; 0 is usually fastest)", "data")
+    val_fraction: float = _opt(0.1, "fraction of the training set held out for validation (fixed by --seed)", "data",
+                                above=0.0, below=1.0)
+    num_workers: int = _opt(0, "data-loader worker processes (the data is in memory; 0 is usually fastest)", "data", min=0)
     # model
     model: str = _opt("convnet", "network: convnet (W&B tutorial) or net (Ignite example, with dropout)", "model", choices=MODELS)
     kernels: tuple = _opt((16, 32), "convnet channels of its two conv layers, e.g. 16 32 or [16,32]", "model", item=int)
@@ -49,28 +52,30 @@ class Config:
         "test accuracy 0.90 on Fashion-MNIST in about 15 s on 2 cores", "optimization", choices=("fast",),
     )
     optimizer: str = _opt("adam", "optimizer", "optimization", choices=OPTIMIZERS)
-    lr: float = _opt(0.005, "learning rate", "optimization")
-    momentum: float = _opt(0.5, "SGD momentum (ignored by adam/adamw)", "optimization")
-    weight_decay: float = _opt(0.0, "weight decay", "optimization")
-    epochs: int = _opt(5, "number of training epochs", "optimization")
-    batch_size: int = _opt(128, "training batch size", "optimization")
-    val_batch_size: int = _opt(1000, "validation and test batch size", "optimization")
-    seed: int = _opt(42, "random seed: same seed and flags give the same metrics on the CPU", "optimization")
+    lr: float = _opt(0.005, "learning rate", "optimization", above=0.0)
+    momentum: float = _opt(0.5, "SGD momentum (ignored by adam/adamw)", "optimization", min=0.0, below=1.0)
+    weight_decay: float = _opt(0.0, "weight decay", "optimization", min=0.0)
+    epochs: int = _opt(5, "number of training epochs", "optimization", min=1)
+    batch_size: int = _opt(128, "training batch size", "optimization", min=1)
+    val_batch_size: int = _opt(1000, "validation and test batch size", "optimization", min=1)
+    seed: int = _opt(42, "random seed: same seed and flags give the same metrics on the CPU", "optimization",
+                     min=0, max=2**32 - 1)
     device: str = _opt("auto", "auto (cuda when available), cpu or cuda", "optimization", choices=DEVICES)
     # training extras (Ignite handlers and engine options)
     lr_schedule: str = _opt("none", "lr schedule, stepped every iteration (Ignite param schedulers)", "extras",
                             choices=("none", "cosine", "step", "onecycle"))
-    warmup_iters: int = _opt(0, "linear lr warm-up from 0 over N iterations (not with onecycle, which has its own)", "extras")
-    lr_step_epochs: int = _opt(2, "step schedule: multiply the lr by --lr-gamma every N epochs", "extras")
-    lr_gamma: float = _opt(0.1, "step schedule: the factor", "extras")
-    early_stopping: int = _opt(0, "stop after N epochs without a better validation accuracy (0: off)", "extras")
-    clip_grad_norm: float = _opt(0.0, "clip the gradient norm to this value before each step (0: off)", "extras")
+    warmup_iters: int = _opt(0, "linear lr warm-up from 0 over N iterations (not with onecycle, which has its own)", "extras",
+                             min=0)
+    lr_step_epochs: int = _opt(2, "step schedule: multiply the lr by --lr-gamma every N epochs", "extras", min=1)
+    lr_gamma: float = _opt(0.1, "step schedule: the factor", "extras", above=0.0, max=1.0)
+    early_stopping: int = _opt(0, "stop after N epochs without a better validation accuracy (0: off)", "extras", min=0)
+    clip_grad_norm: float = _opt(0.0, "clip the gradient norm to this value before each step (0: off)", "extras", min=0.0)
     terminate_on_nan: bool = _opt(True, "stop when the loss becomes NaN or infinite (the checkpoints stay)", "extras")
     amp: bool = _opt(False, "mixed precision: CUDA AMP with a GradScaler, or bf16 autocast on the CPU", "extras")
     compile: bool = _opt(False, "torch.compile the model", "extras")
-    accumulation_steps: int = _opt(1, "accumulate gradients over N iterations per optimizer step", "extras")
+    accumulation_steps: int = _opt(1, "accumulate gradients over N iterations per optimizer step", "extras", min=1)
     # logging
-    log_interval: int = _opt(10, "log the training loss and lr every N iterations", "logging")
+    log_interval: int = _opt(10, "log the training loss and lr every N iterations", "logging", min=1)
     progress_bar: bool = _opt(True, "show Ignite's progress bar", "logging")
     wandb_project: Optional[str] = _opt(None, "W&B project (default: $WANDB_PROJECT or ignite-app)", "wandb")
     wandb_entity: Optional[str] = _opt(None, "W&B entity (default: $WANDB_ENTITY or your default entity)", "wandb")
@@ -83,11 +88,11 @@ class Config:
         choices=WANDB_MODES,
     )
     watch: str = _opt("gradients", "wandb.watch: what to log of the model", "wandb", choices=WATCH_MODES)
-    watch_freq: int = _opt(1000, "wandb.watch: log every N steps", "wandb")
+    watch_freq: int = _opt(1000, "wandb.watch: log every N steps", "wandb", min=1)
     # outputs, checkpoints and resuming
     output_dir: str = _opt("runs", "each run writes config.yaml and its checkpoints to OUTPUT_DIR/RUN_ID", "outputs")
-    checkpoint_every: int = _opt(0, "also checkpoint every N iterations (0: only at the end of each epoch)", "outputs")
-    n_saved: int = _opt(2, "keep this many latest checkpoints on disk (the best one is kept besides)", "outputs")
+    checkpoint_every: int = _opt(0, "also checkpoint every N iterations (0: only at the end of each epoch)", "outputs", min=0)
+    n_saved: int = _opt(2, "keep this many latest checkpoints on disk (the best one is kept besides)", "outputs", min=1)
     resume: Optional[str] = _opt(
         None, "continue from SPEC: a checkpoint file or directory, an offline W&B run dir, "
         "wandb:ENTITY/PROJECT/NAME:ALIAS or wandb:ENTITY/PROJECT/RUN_ID", "outputs",
@@ -96,7 +101,7 @@ class Config:
     # ONNX
     onnx: bool = _opt(True, "export the model to ONNX at the end, verify it with onnxruntime and log it to W&B", "onnx")
     onnx_on_best: bool = _opt(False, "also export on each new best validation accuracy (model-best.onnx)", "onnx")
-    onnx_opset: int = _opt(18, "ONNX opset to export", "onnx")
+    onnx_opset: int = _opt(18, "ONNX opset to export", "onnx", min=7, max=23)
     onnx_exporter: str = _opt("dynamo", "torch.onnx exporter: dynamo (dynamic_shapes) or torchscript (dynamic_axes)", "onnx",
                               choices=("dynamo", "torchscript"))
     onnx_strict: bool = _opt(False, "make a failed ONNX export or verification fatal (default: report and go on)", "onnx")
@@ -149,36 +154,36 @@ def load_yaml(path: str) -> dict[str, Any]:
     return normalized
 
 
+def _range_problem(name: str, value: Any, meta: dict[str, Any]) -> Optional[str]:
+    """What is wrong with one value against its field's schema, or None."""
+    flag = "--" + name.replace("_", "-")
+    if "choices" in meta and value is not None and value not in meta["choices"]:
+        return f"{flag} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "min" in meta and value < meta["min"]:
+            return f"{flag} must be at least {meta['min']}, got {value}"
+        if "max" in meta and value > meta["max"]:
+            return f"{flag} must be at most {meta['max']}, got {value}"
+        if "above" in meta and not value > meta["above"]:
+            return f"{flag} must be greater than {meta['above']}, got {value}"
+        if "below" in meta and not value < meta["below"]:
+            return f"{flag} must be less than {meta['below']}, got {value}"
+    return None
+
+
 def _check(ok: bool, message: str, problems: list[str]) -> None:
     if not ok:
         problems.append(message)
 
 
 def validate(config: Config) -> Config:
-    """Range checks that argparse cannot express; raises one UserError listing every problem."""
-    c, p = config, []
-    _check(c.epochs >= 1, f"--epochs must be at least 1, got {c.epochs}", p)
-    _check(c.batch_size >= 1, f"--batch-size must be at least 1, got {c.batch_size}", p)
-    _check(c.val_batch_size >= 1, f"--val-batch-size must be at least 1, got {c.val_batch_size}", p)
-    _check(c.lr > 0, f"--lr must be positive, got {c.lr}", p)
-    _check(0 <= c.momentum < 1, f"--momentum must be in [0, 1), got {c.momentum}", p)
-    _check(c.weight_decay >= 0, f"--weight-decay must be >= 0, got {c.weight_decay}", p)
-    _check(0 < c.val_fraction < 1, f"--val-fraction must be between 0 and 1 (exclusive), got {c.val_fraction}", p)
-    _check(c.num_workers >= 0, f"--num-workers must be >= 0, got {c.num_workers}", p)
-    _check(c.log_interval >= 1, f"--log-interval must be at least 1, got {c.log_interval}", p)
-    _check(c.checkpoint_every >= 0, f"--checkpoint-every must be >= 0, got {c.checkpoint_every}", p)
-    _check(c.n_saved >= 1, f"--n-saved must be at least 1, got {c.n_saved}", p)
+    """Every field against its schema (choices, ranges), then the checks that span fields; raises one UserError
+    listing every problem."""
+    c = config
+    p = [m for f in fields(Config) if (m := _range_problem(f.name, getattr(c, f.name), dict(f.metadata)))]
     _check(not (c.resume and c.auto_resume), "--resume and --auto-resume cannot be used together", p)
-    _check(7 <= c.onnx_opset <= 23, f"--onnx-opset must be between 7 and 23, got {c.onnx_opset}", p)
-    _check(c.warmup_iters >= 0, f"--warmup-iters must be >= 0, got {c.warmup_iters}", p)
     _check(not (c.warmup_iters and c.lr_schedule == "onecycle"),
            "--warmup-iters does not combine with --lr-schedule onecycle (one-cycle warms up by itself)", p)
-    _check(c.lr_step_epochs >= 1, f"--lr-step-epochs must be at least 1, got {c.lr_step_epochs}", p)
-    _check(0 < c.lr_gamma <= 1, f"--lr-gamma must be in (0, 1], got {c.lr_gamma}", p)
-    _check(c.early_stopping >= 0, f"--early-stopping must be >= 0, got {c.early_stopping}", p)
-    _check(c.clip_grad_norm >= 0, f"--clip-grad-norm must be >= 0, got {c.clip_grad_norm}", p)
-    _check(c.accumulation_steps >= 1, f"--accumulation-steps must be at least 1, got {c.accumulation_steps}", p)
-    _check(c.watch_freq >= 1, f"--watch-freq must be at least 1, got {c.watch_freq}", p)
     _check(
         len(c.kernels) == 2 and all(k >= 1 for k in c.kernels),
         f"--kernels needs two positive channel counts (e.g. 16 32), got {list(c.kernels)}",

@@ -1,8 +1,30 @@
-"""The one error type a user can fix: scripts print it as a paragraph and exit with code 2."""
+"""The project's errors: each kind carries the exit code the scripts end with, and prints as one paragraph.
+
+    AppError            base class; `exit_code` is what `main.guarded` returns, with no traceback
+    ├── UserError       bad input (a flag, a file, a checkpoint, the environment): exit 2, nothing written
+    └── TrainingStopped training ended early for a reason the run explains (NaN loss, a full disk, ...): exit 1
+"""
 from __future__ import annotations
 
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USER_ERROR = 2
 
-class UserError(Exception):
-    """Bad input (a flag, a file, a checkpoint): say what was wrong, what was tried and what to do."""
 
-    exit_code = 2
+class AppError(Exception):
+    """An error the scripts report as one paragraph (no traceback) and turn into `exit_code`."""
+
+    exit_code = EXIT_FAILURE
+
+
+class UserError(AppError):
+    """Bad input: say what was wrong, what was tried and what to do."""
+
+    exit_code = EXIT_USER_ERROR
+
+
+class TrainingStopped(AppError):
+    """Training could not go on (the loss diverged, the checkpoint disk is full, ...); the message says where the
+    last good checkpoint is."""
+
+    exit_code = EXIT_FAILURE

@@ -9,26 +9,24 @@ import traceback
 from typing import Callable, Optional, Sequence
 
 from ignite_app.cli import parse
-from ignite_app.errors import UserError
+from ignite_app.errors import EXIT_FAILURE, EXIT_OK, EXIT_USER_ERROR, AppError
 
 
 def guarded(prog: str, body: Callable[[], None]) -> int:
     """Run a script body with the project's exit codes: 0 ok, 2 bad input (one paragraph), 1 anything else."""
     try:
         body()
-        return 0
-    except UserError as error:
-        print(f"{prog}: error: {error}", file=sys.stderr, flush=True)
+        return EXIT_OK
+    except AppError as error:
+        label = "error: " if error.exit_code == EXIT_USER_ERROR else ""
+        print(f"{prog}: {label}{error}", file=sys.stderr, flush=True)
         return error.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except Exception as error:  # noqa: BLE001 - the last line of defence: show the traceback, exit 1
-        if hasattr(error, "exit_code"):  # our own stops (e.g. TrainingDiverged) explain themselves
-            print(f"{prog}: {error}", file=sys.stderr, flush=True)
-            return error.exit_code
+    except Exception:  # noqa: BLE001 - the last line of defence: show the traceback, exit 1
         traceback.print_exc()
-        return 1
+        return EXIT_FAILURE
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

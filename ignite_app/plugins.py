@@ -21,7 +21,7 @@ import yaml
 from ignite_app.errors import UserError
 
 ENTRY_POINT_GROUP = "ignite_app.handlers"
-BUILTIN_HANDLERS = {"hard-examples": "handlers.hard_examples:log_hard_examples"}
+BUILTIN_HANDLERS = {"hard-examples": "ignite_app.handlers.hard_examples:log_hard_examples"}
 
 
 def parse_handler_spec(text: str) -> tuple[str, dict[str, Any]]:

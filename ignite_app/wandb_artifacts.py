@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,14 +11,15 @@ from ignite_app import tracking
 from ignite_app.errors import UserError
 
 
-def _wandb_cli() -> str:
-    beside_python = Path(sys.executable).parent / "wandb"
-    return str(beside_python) if beside_python.exists() else (shutil.which("wandb") or "wandb")
+def wandb_cli() -> list[str]:
+    """W&B's command line, run by this interpreter (its script may not be on PATH, e.g. in a venv that reuses
+    system site-packages)."""
+    return [sys.executable, "-m", "wandb"]
 
 
 def offline_run_records(run_dir: Path) -> list[dict[str, Any]]:
     """Every record of an offline run's transaction log, via `wandb leet inspect --json` (W&B's own reader)."""
-    proc = subprocess.run([_wandb_cli(), "leet", "inspect", "--json", str(run_dir)], capture_output=True, text=True)
+    proc = subprocess.run([*wandb_cli(), "leet", "inspect", "--json", str(run_dir)], capture_output=True, text=True)
     if proc.returncode != 0:
         raise UserError(
             f"Cannot read the offline W&B run {run_dir} (`wandb leet inspect` said: {proc.stderr.strip()[:300]}). "

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 FMNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 # small and quick: the bundled digits, two epochs, no progress bar
@@ -50,13 +49,13 @@ def offline_runs(tmp_path: Path) -> list[Path]:
 
 
 def inspect_summary(run_dir: Path) -> dict[str, Any]:
-    out = subprocess.run([str(BIN / "wandb"), "leet", "inspect", "--summary", "--json", str(run_dir)],
+    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
 
 def inspect_records(run_dir: Path) -> list[dict[str, Any]]:
-    out = subprocess.run([str(BIN / "wandb"), "leet", "inspect", "--json", str(run_dir)],
+    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_dir)],
                          capture_output=True, text=True, check=True)
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 
-from handlers.onnx_export import OnnxExportHandler
+from ignite_app.handlers.onnx_export import OnnxExportHandler
 from helpers import QUICK, ROOT, inspect_records, inspect_summary, offline_runs, run_script, run_train
 from ignite_app.data import load_splits
 from ignite_app.models import build_model

@@ -106,7 +106,7 @@ def test_offline_run_whose_checkpoint_was_tampered_with(trained, isolated, capsy
     import subprocess
     import sys
 
-    out = subprocess.run([str(Path(sys.executable).parent / "wandb"), "leet", "inspect", "--json", str(run_dir2)],
+    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_dir2)],
                          capture_output=True, text=True, check=True).stdout
     staged = [Path(e["local_path"]) for line in out.splitlines() if '"type":"artifact"' in line.replace(" ", "")
               for e in json.loads(line)["artifact"]["manifest"]["contents"]]
