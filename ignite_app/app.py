@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import math
+import os
 import secrets
+import sys
 import string
 import time
 from dataclasses import dataclass, field
@@ -20,13 +22,14 @@ import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, EarlyStopping, ProgressBar, TerminateOnNan, Timer
 from ignite.handlers.utils import global_step_from_engine
+from ignite.metrics import Frequency
 from ignite.utils import manual_seed
 from torch import nn
 
 from ignite_app.handlers.onnx_export import OnnxExportHandler
 from ignite_app.handlers.wandb_checkpoint import WandBCheckpointSaver
 from ignite_app import plugins, resume, tracking
-from ignite_app.config import Config
+from ignite_app.config import ONNX_VERIFY_BATCH_SIZES, Config, validate
 from ignite_app.data import Loaders, Splits, load_splits, make_loaders
 from ignite_app.engines import GradNormClipper, create_engines
 from ignite_app.errors import TrainingStopped, UserError
@@ -61,6 +64,7 @@ class App:
     onnx_exporter: Optional[OnnxExportHandler] = None
     grad_clipper: Optional[GradNormClipper] = None
     user_handlers: list[Callable[["App"], None]] = field(default_factory=list)  # --handler, resolved
+    attached: bool = False  # attach_handlers ran
 
     def log(self, message: str) -> None:
         """Print without tearing the progress bar."""
@@ -88,6 +92,7 @@ class App:
 
     def run(self) -> dict[str, float]:
         """Train for config.epochs (continuing a checkpoint if given), then evaluate the test set once."""
+        attach_handlers(self)  # no-op when the caller attached them already
         state = self.trainer.state
         if self.checkpoint is not None:
             self.restore(self.checkpoint)
@@ -161,17 +166,19 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     With a checkpoint the run continues it: same run id, same output directory, same W&B run. Everything that can
     fail on bad input is checked before anything is written.
     """
+    config = validate(config)  # a Config built in Python gets the same checks as one parsed from flags
     wandb_mode = tracking.resolve_mode(config.wandb_mode)
     user_handlers = plugins.load_handlers(config.handler)
     device = resolve_device(config.device)
+    if checkpoint is None:
+        check_output_dir(Path(config.output_dir))
     manual_seed(config.seed)
     splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
+    check_split_sizes(config, splits)
     loaders = make_loaders(
         splits, config.batch_size, config.val_batch_size, config.seed, config.num_workers, device.type == "cuda"
     )
     info = splits.info
-    print(f"Data: {config.dataset} from {splits.source}: {len(splits.train)} train, {len(splits.val)} validation, "
-          f"{len(splits.test)} test images", flush=True)
     model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std).to(device)
     optimizer = build_optimizer(config, model.parameters())
     loss_fn = nn.CrossEntropyLoss()
@@ -188,11 +195,13 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     )
     if checkpoint is not None:
         resume.check_model_fits(model, checkpoint)
-    # the last of the checks: from here on, files and the W&B run are written
     run_id, output_dir = _run_location(config, checkpoint)
+    check_output_dir(output_dir)
+    # the last of the checks: from here on, files and the W&B run are written
     output_dir.mkdir(parents=True, exist_ok=True)
     config.save(output_dir / "config.yaml")
     logger = tracking.create_logger(config, run_id, wandb_mode, resume=checkpoint is not None)
+    print_start(config, run_id, output_dir, device, splits, logger)
     to_save = {
         "model": model, "optimizer": optimizer, "trainer": engines.trainer,
         "rng": RNGStates(), "meta": RunMeta(run_id, config.to_dict()),
@@ -209,6 +218,51 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
         grad_clipper=engines.grad_norm, user_handlers=user_handlers,
         min_log_step=tracking.resumed_step(logger) if checkpoint is not None else 0,
     )
+
+
+def check_output_dir(path: Path) -> None:
+    """--output-dir (or a resumed run's directory) must be a directory this process can create and write to."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                what = "--output-dir" if candidate == path else f"--output-dir {path}: its parent"
+                raise UserError(f"{what} {candidate} is a file, not a directory; pass --output-dir a directory "
+                                "(it is created if missing), e.g. --output-dir runs.")
+            if not os.access(candidate, os.W_OK | os.X_OK):
+                raise UserError(f"--output-dir {path}: {candidate} is not writable by this user; pass --output-dir "
+                                "a directory you can write to.")
+            return
+
+
+def check_split_sizes(config: Config, splits: Splits) -> None:
+    """Enough images in each split for what the run does with it (known only once the dataset is read)."""
+    total = len(splits.train) + len(splits.val)
+    if len(splits.train) < 1:
+        raise UserError(f"--val-fraction {config.val_fraction} leaves no training images (all {total} of "
+                        f"{config.dataset}'s training set go to validation); lower it, e.g. to 0.1.")
+    need = max(ONNX_VERIFY_BATCH_SIZES)
+    if config.onnx and len(splits.val) < need:
+        raise UserError(
+            f"--val-fraction {config.val_fraction} leaves {len(splits.val)} validation images, but verifying the "
+            f"ONNX export needs {need} (it compares onnxruntime with PyTorch at batch sizes "
+            f"{' and '.join(map(str, ONNX_VERIFY_BATCH_SIZES))}); raise --val-fraction to at least "
+            f"{math.ceil(need / total * 1000) / 1000}, or pass --no-onnx."
+        )
+
+
+def print_start(config: Config, run_id: str, output_dir: Path, device: torch.device, splits: Splits, logger) -> None:
+    """The few values that say what this run is; the whole config is in config.yaml."""
+    kernels = f" {' '.join(map(str, config.kernels))}" if config.model == "convnet" else ""
+    lines = [
+        f"Run {run_id}: {config.dataset} ({len(splits.train)} train / {len(splits.val)} validation / "
+        f"{len(splits.test)} test images, from {splits.source})",
+        f"  model {config.model}{kernels}, {config.optimizer} lr {config.lr:g}, {config.epochs} epoch"
+        f"{'s' if config.epochs != 1 else ''} of batch "
+        f"{config.batch_size}, device {device}" + (f", preset {config.preset}" if config.preset else ""),
+        f"  outputs {output_dir}/ (every setting: {output_dir / 'config.yaml'})",
+        "  " + tracking.describe_run(logger),
+    ]
+    print("\n".join(lines), flush=True)
 
 
 def _run_location(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint]) -> tuple[str, Path]:
@@ -241,24 +295,18 @@ class AtMostEvery:
 
 
 def _attach_throughput(app: App) -> None:
-    """Samples/second and epoch time (Ignite's Timer over the epoch's iterations), logged each epoch."""
+    """Samples/second (Ignite's Frequency metric, summed over ranks) and epoch time (Ignite's Timer), each epoch."""
+    trainer = app.trainer
     timer = Timer(average=False)
-    timer.attach(app.trainer, start=Events.EPOCH_STARTED, pause=Events.EPOCH_COMPLETED)
-    samples = {"n": 0}
+    timer.attach(trainer, start=Events.EPOCH_STARTED, pause=Events.EPOCH_COMPLETED)
+    Frequency(output_transform=lambda _: len(trainer.state.batch[1])).attach(
+        trainer, "samples_per_second", event_name=Events.EPOCH_COMPLETED)
 
-    @app.trainer.on(Events.EPOCH_STARTED)
-    def _reset(_: Engine) -> None:
-        samples["n"] = 0
-
-    @app.trainer.on(Events.ITERATION_COMPLETED)
-    def _count(engine: Engine) -> None:
-        samples["n"] += len(engine.state.batch[1])
-
-    @app.trainer.on(Events.EPOCH_COMPLETED)
+    @trainer.on(Events.EPOCH_COMPLETED)
     def _log(engine: Engine) -> None:
-        seconds = timer.value()
         app.wandb_logger.log(
-            {"training/samples_per_second": samples["n"] / max(seconds, 1e-9), "training/epoch_time": seconds},
+            {"training/samples_per_second": engine.state.metrics["samples_per_second"],
+             "training/epoch_time": timer.value()},
             step=engine.state.iteration,
         )
 
@@ -269,7 +317,7 @@ def _attach_validation(app: App) -> None:
         app.evaluator.run(app.loaders.val)
         metrics = app.evaluator.state.metrics
         app.log(
-            f"Epoch {engine.state.epoch}/{engine.state.max_epochs}  "
+            f"Epoch {engine.state.epoch}/{engine.state.max_epochs}  training loss {engine.state.output:.4f}  "
             f"validation accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}"
         )
 
@@ -348,7 +396,10 @@ def _attach_onnx(app: App) -> None:
 
 
 def attach_handlers(app: App) -> App:
-    """The one place where handlers are attached to the engines."""
+    """The one place where handlers are attached to the engines (once: `App.run` calls it if you did not)."""
+    if app.attached:
+        return app
+    app.attached = True
     trainer = app.trainer
     sampler = app.loaders.train.batch_sampler
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
@@ -357,7 +408,8 @@ def attach_handlers(app: App) -> App:
     if "lr_scheduler" in app.to_save:
         trainer.add_event_handler(Events.ITERATION_STARTED, app.to_save["lr_scheduler"])
     _attach_throughput(app)
-    if app.config.progress_bar:
+    # tqdm writes to stderr; piped into a file or a CI log its redraws are fragments: there the per-epoch line says it
+    if app.config.progress_bar and sys.stderr.isatty():
         app.progress_bar = ProgressBar(persist=False)
         app.progress_bar.attach(trainer, output_transform=lambda loss: {"loss": loss},
                                 event_name=Events.ITERATION_COMPLETED(event_filter=AtMostEvery(0.2)))

@@ -52,7 +52,6 @@ def train(argv: Optional[Sequence[str]] = None) -> None:
     if checkpoint is not None:
         # the checkpoint's config, with what this command line states explicitly on top
         config = parse(argv, base=checkpoint.meta["config"])
-    print("Resolved config:\n" + config.to_yaml(), flush=True)
     # one process for now; `idist.Parallel(backend).run(training, config)` when distributed lands
     training(0, config, checkpoint)
 

@@ -60,7 +60,7 @@ def test_handler_from_a_file_with_keyword_arguments(tmp_path):
 def test_readme_worked_example_hard_examples_table_from_a_file_and_by_name(tmp_path):
     a, b = tmp_path / "file", tmp_path / "name"
     a.mkdir(), b.mkdir()
-    run_train([*FAST, "--handler", str(ROOT / "handlers" / "hard_examples.py") + ":log_hard_examples",
+    run_train([*FAST, "--handler", str(ROOT / "handlers" / "hard_examples.py") + ":HardExamplesTable",
                "--handler-arg", "count=5"], a)
     run_train([*FAST, "--handler", 'hard-examples {"every": 2, "count": 3}'], b)
     for tmp, epochs in ((a, 2), (b, 1)):
