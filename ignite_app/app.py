@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import os
 import secrets
-import sys
 import string
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

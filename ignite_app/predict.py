@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ignite_app.cli import ShortUsageParser, add_schema_option, check_schema_options
+from ignite_app.config import check_value
 from ignite_app.errors import UserError
 
 
@@ -104,6 +105,7 @@ def predict(argv: Optional[Sequence[str]] = None) -> None:
         dataset = args.dataset or meta.get("dataset")
         if not dataset:
             raise UserError(f"{args.model} does not say which dataset it was trained on; pass --dataset.")
+        dataset = check_value("dataset", dataset, f"the dataset {args.model} names in its metadata")
         split = getattr(load_splits(dataset, args.data_dir, args.val_fraction, args.seed), args.split)
         pixels, labels, names = split.images.numpy().astype(np.float32), split.labels.numpy(), None
     else:
