@@ -8,6 +8,7 @@ import torch, torchvision or wandb.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from dataclasses import fields
 from typing import Any, Mapping, NoReturn, Optional, Sequence
@@ -59,7 +60,7 @@ class _HandlerArgAction(argparse.Action):
         specs = list(getattr(namespace, "handler", None) or [])
         if not specs:
             parser.error("--handler-arg must follow a --handler")
-        specs[-1] = f"{specs[-1]} {values}"
+        specs[-1] = f"{specs[-1]} {shlex.quote(values)}"  # a value may hold spaces
         setattr(namespace, "handler", specs)
 
 

@@ -71,6 +71,7 @@ def test_grad_norm_clipper_clips_before_the_step_and_keeps_the_norm():
     ('mod:fn {"every": 2, "name": "x y"}', ("mod:fn", {"every": 2, "name": "x y"})),
     ("path/f.py:fn every=2 ratio=0.5 on=true tags=[a,b] none=null", (
         "path/f.py:fn", {"every": 2, "ratio": 0.5, "on": True, "tags": ["a", "b"], "none": None})),
+    ("mod:fn 'key=custom seen' \"tags=['a', 'b c']\"", ("mod:fn", {"key": "custom seen", "tags": ["a", "b c"]})),
 ])
 def test_handler_spec_parsing(text, expected):
     assert parse_handler_spec(text) == expected
@@ -79,7 +80,15 @@ def test_handler_spec_parsing(text, expected):
 @pytest.mark.parametrize("text, fragment", [
     ("mod:fn {not json", "not valid JSON"), ("mod:fn [1, 2]", "key=value"), ('mod:fn {"a": 1', "not valid JSON"),
     ("mod:fn every", "must look like key=value"), ("mod:fn =2", "must look like key=value"),
+    ("mod:fn name=it's", "quote values with spaces"),
 ])
 def test_bad_handler_specs(text, fragment):
     with pytest.raises(UserError, match=fragment):
         parse_handler_spec(text)
+
+
+def test_handler_args_from_the_command_line_keep_their_spaces():
+    from ignite_app.cli import parse
+
+    config = parse(["--handler", "mod:fn", "--handler-arg", "key=custom seen", "--handler-arg", "every=2"])
+    assert parse_handler_spec(config.handler[0]) == ("mod:fn", {"key": "custom seen", "every": 2})
