@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, EarlyStopping, ProgressBar, TerminateOnNan, Timer
@@ -25,7 +26,7 @@ from torch import nn
 
 from ignite_app.handlers.onnx_export import OnnxExportHandler
 from ignite_app.handlers.wandb_checkpoint import WandBCheckpointSaver
-from ignite_app import plugins, resume, tracking
+from ignite_app import distributed, plugins, resume, tracking
 from ignite_app.config import Config
 from ignite_app.data import Loaders, Splits, load_splits, make_loaders
 from ignite_app.engines import GradNormClipper, create_engines
@@ -61,9 +62,17 @@ class App:
     onnx_exporter: Optional[OnnxExportHandler] = None
     grad_clipper: Optional[GradNormClipper] = None
     user_handlers: list[Callable[["App"], None]] = field(default_factory=list)  # --handler, resolved
+    stop_together: distributed.StopTogether = field(default_factory=distributed.StopTogether)
+
+    def request_stop(self, reason: str) -> None:
+        """Stop training at the end of the current iteration, on every rank at the same one (a preemption signal,
+        a handler's decision); calling `trainer.terminate()` on one rank would leave the others in a collective."""
+        self.stop_together.request(reason)
 
     def log(self, message: str) -> None:
-        """Print without tearing the progress bar."""
+        """Print without tearing the progress bar; rank 0 speaks for all ranks."""
+        if not distributed.is_main():
+            return
         if self.progress_bar is not None:
             self.progress_bar.log_message(message)
         else:
@@ -82,6 +91,11 @@ class App:
         state = self.trainer.state
         self.loaders.train.batch_sampler.start_batch = state.iteration % state.epoch_length
         self.to_save["rng"].load_state_dict(content["rng"])
+        written_by, now = self.to_save["rng"].saved_world_size, distributed.world_size()
+        if written_by != now:
+            self.log(f"Warning: the checkpoint was written by {written_by} process(es) and continues in {now}: each "
+                     "process's share of the batches and its random numbers differ, so the result is no longer "
+                     f"bit-exact with an uninterrupted {written_by}-process run.")
         done, into = divmod(state.iteration, state.epoch_length)
         where = f"{into} iterations into epoch {done + 1}" if into else f"after epoch {done}"
         self.log(f"Resumed from {checkpoint.origin} at iteration {state.iteration} ({where}); W&B run {self.run_id}")
@@ -163,21 +177,27 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     """
     wandb_mode = tracking.resolve_mode(config.wandb_mode)
     user_handlers = plugins.load_handlers(config.handler)
-    device = resolve_device(config.device)
-    manual_seed(config.seed)
-    splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
+    device = distributed.device(resolve_device(config.device))
+    rank, world_size = distributed.rank(), distributed.world_size()
+    # each rank draws its own dropout/augmentation numbers; DDP starts every rank from rank 0's weights
+    manual_seed(config.seed + rank if world_size > 1 else config.seed)
+    with idist.one_rank_first(local=True):  # one process per machine fills the data cache, the others then read it
+        splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
     loaders = make_loaders(
-        splits, config.batch_size, config.val_batch_size, config.seed, config.num_workers, device.type == "cuda"
+        splits, config.batch_size, config.val_batch_size, config.seed, config.num_workers, device.type == "cuda",
+        rank=rank, world_size=world_size,
     )
     info = splits.info
-    print(f"Data: {config.dataset} from {splits.source}: {len(splits.train)} train, {len(splits.val)} validation, "
-          f"{len(splits.test)} test images", flush=True)
+    if rank == 0:
+        processes = f" in {world_size} processes ({idist.backend()})" if world_size > 1 else ""
+        print(f"Data: {config.dataset} from {splits.source}: {len(splits.train)} train, {len(splits.val)} validation, "
+              f"{len(splits.test)} test images{processes}", flush=True)
     model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std).to(device)
     optimizer = build_optimizer(config, model.parameters())
     loss_fn = nn.CrossEntropyLoss()
     engines = create_engines(model, optimizer, loss_fn, device, amp=config.amp,
                              accumulation_steps=config.accumulation_steps, clip_grad_norm=config.clip_grad_norm,
-                             compile_model=config.compile)
+                             compile_model=config.compile, wrap=distributed.wrap_model)
     epoch_length = len(loaders.train)
     if config.warmup_iters >= config.epochs * epoch_length:
         raise UserError(f"--warmup-iters {config.warmup_iters} is not shorter than the whole run "
@@ -189,10 +209,14 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     if checkpoint is not None:
         resume.check_model_fits(model, checkpoint)
     # the last of the checks: from here on, files and the W&B run are written
-    run_id, output_dir = _run_location(config, checkpoint)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    config.save(output_dir / "config.yaml")
-    logger = tracking.create_logger(config, run_id, wandb_mode, resume=checkpoint is not None)
+    # rank 0 chooses the run id and directory for all; it alone writes files and talks to W&B
+    run_id, location = distributed.decided_by_rank_zero(
+        lambda: (lambda run_id, path: (run_id, str(path)))(*_run_location(config, checkpoint)))
+    output_dir = Path(location)
+    if rank == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        config.save(output_dir / "config.yaml")
+    logger = tracking.create_logger(config, run_id, wandb_mode if rank == 0 else "disabled", resume=checkpoint is not None)
     to_save = {
         "model": model, "optimizer": optimizer, "trainer": engines.trainer,
         "rng": RNGStates(), "meta": RunMeta(run_id, config.to_dict()),
@@ -244,7 +268,7 @@ def _attach_throughput(app: App) -> None:
     """Samples/second and epoch time (Ignite's Timer over the epoch's iterations), logged each epoch."""
     timer = Timer(average=False)
     timer.attach(app.trainer, start=Events.EPOCH_STARTED, pause=Events.EPOCH_COMPLETED)
-    samples = {"n": 0}
+    samples = {"n": 0}  # this rank's; summed over ranks at the epoch's end
 
     @app.trainer.on(Events.EPOCH_STARTED)
     def _reset(_: Engine) -> None:
@@ -257,8 +281,9 @@ def _attach_throughput(app: App) -> None:
     @app.trainer.on(Events.EPOCH_COMPLETED)
     def _log(engine: Engine) -> None:
         seconds = timer.value()
+        n = idist.all_reduce(samples["n"]) if distributed.world_size() > 1 else samples["n"]
         app.wandb_logger.log(
-            {"training/samples_per_second": samples["n"] / max(seconds, 1e-9), "training/epoch_time": seconds},
+            {"training/samples_per_second": n / max(seconds, 1e-9), "training/epoch_time": seconds},
             step=engine.state.iteration,
         )
 
@@ -335,7 +360,7 @@ def _attach_checkpoints(app: App) -> None:
 
 def _attach_onnx(app: App) -> None:
     cfg = app.config
-    if not cfg.onnx:
+    if not cfg.onnx or not distributed.is_main():  # rank 0 exports the unwrapped model; the others train on
         return
     from ignite_app.onnx_tools import model_metadata
 
@@ -352,12 +377,14 @@ def attach_handlers(app: App) -> App:
     trainer = app.trainer
     sampler = app.loaders.train.batch_sampler
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
+    # first of all ITERATION_COMPLETED handlers: the loss they see is the mean over ranks, stops are made together
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, app.stop_together)
     if app.config.terminate_on_nan:
         trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
     if "lr_scheduler" in app.to_save:
         trainer.add_event_handler(Events.ITERATION_STARTED, app.to_save["lr_scheduler"])
     _attach_throughput(app)
-    if app.config.progress_bar:
+    if app.config.progress_bar and distributed.is_main():
         app.progress_bar = ProgressBar(persist=False)
         app.progress_bar.attach(trainer, output_transform=lambda loss: {"loss": loss},
                                 event_name=Events.ITERATION_COMPLETED(event_filter=AtMostEvery(0.2)))

@@ -22,6 +22,7 @@ _GROUP_TITLES = {
     "wandb": "Weights & Biases",
     "outputs": "outputs, checkpoints and resuming",
     "onnx": "ONNX export",
+    "distributed": "several processes (torchrun, srun, or --nproc-per-node)",
     "extensions": "extensions",
 }
 
@@ -143,8 +144,8 @@ def config_from_namespace(ns: argparse.Namespace, parser: argparse.ArgumentParse
     return Config(**values)
 
 
-# a resumed run's own command line decides these: how to resume, and which user handlers to attach
-NOT_INHERITED = ("resume", "auto_resume", "handler")
+# a resumed run's own command line decides these: how to resume, which user handlers to attach, how it is launched
+NOT_INHERITED = ("resume", "auto_resume", "handler", "nproc_per_node", "backend")
 
 
 def parse(argv: Optional[Sequence[str]] = None, base: Optional[dict[str, Any]] = None) -> Config:
