@@ -113,6 +113,8 @@ class App:
             self.trainer.run(self.loaders.train, max_epochs=self.config.epochs)
         if not math.isfinite(self.trainer.state.output if self.trainer.state.output is not None else 0.0):
             self._stop_diverged()
+        if self.stop_together.reason:
+            self.log(f"Training stopped at iteration {self.trainer.state.iteration}: {self.stop_together.reason}.")
         if self.trainer.state.epoch < self.config.epochs and "early_stopping" in self.to_save:
             self.log(f"Early stopping after epoch {self.trainer.state.epoch}: validation accuracy did not improve "
                      f"for {self.config.early_stopping} epoch(s).")
