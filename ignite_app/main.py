@@ -65,8 +65,6 @@ def worker(local_rank: int, argv: list[str]) -> None:
     if checkpoint is not None:
         # the checkpoint's config, with what this command line states explicitly on top
         config = parse(argv, base=checkpoint.meta["config"])
-    if distributed.is_main():
-        print("Resolved config:\n" + config.to_yaml(), flush=True)
     training(local_rank, config, checkpoint)
 
 
