@@ -125,10 +125,12 @@ def add_schema_option(parser: argparse.ArgumentParser, name: str, flag: Optional
     f = FIELDS[name]
     flag = flag or flag_of(name)
     names = [flag] + ([flag.replace("-", "_").replace("__", "--", 1)] if "-" in flag[2:] else [])
-    kwargs.setdefault("help", _help(f))
+    kwargs.setdefault("default", default_of(f))
+    text = kwargs.get("help", f.metadata["help"])
+    kwargs["help"] = text if kwargs["default"] in (None, "", ()) else f"{text} (default: {kwargs['default']})"
     if "choices" in f.metadata:
         kwargs.setdefault("metavar", "{" + ",".join(map(str, f.metadata["choices"])) + "}")
-    kwargs.setdefault("default", default_of(f))
+    kwargs.setdefault("metavar", flag[2:].upper().replace("-", "_"))
     parser.add_argument(*names, dest=name, **kwargs)
     parser.set_defaults(**{f"_flag_{name}": flag})
 

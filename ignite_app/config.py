@@ -47,7 +47,8 @@ SEED_MAX = 2**32 - 1  # numpy's seed range; torch's is wider
 def _opt(default: Any, help: str, group: str, **extra: Any) -> Any:
     """A dataclass field that carries its whole schema: CLI help and group, and the checks every source of values
     (flags, --config files, presets, checkpoints, sweeps) goes through: `choices`, `min`/`max` (inclusive),
-    `above`/`below` (exclusive), `item` (element type of a list), `repeat` (a repeatable flag)."""
+    `above`/`below` (exclusive), `item` (element type of a list), `repeat` (a repeatable flag), `type` (the value
+    type of a field whose default is None: str unless given; the type of the default otherwise)."""
     meta = {"help": help, "group": group, **extra}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: tuple(default), metadata=meta)

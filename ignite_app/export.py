@@ -37,7 +37,7 @@ def check_output(output: Path, force: bool) -> None:
 
 
 def load_trained_model(spec: str, data_dir: Optional[str] = None):
-    """(model in eval mode, its Config, its data splits) for a checkpoint SPEC."""
+    """(model in eval mode, its Config, its data splits, the resolved checkpoint) for a checkpoint SPEC."""
     from ignite_app import resume
     from ignite_app.cli import parse
     from ignite_app.data import load_splits

@@ -1,7 +1,6 @@
-"""W&B: which mode to run in, the WandBLogger, and the handlers that log to it on one step axis.
-
-The step axis is the trainer's iteration everywhere (training loss, lr, validation, test), so no W&B
-"step must be monotonically increasing" warning can appear.
+"""W&B: which mode to run in (checked before anything is written), Ignite's WandBLogger that starts or continues the
+run, and the one-line description of where the run goes. The handlers that log to it are attached in
+`app.attach_handlers`, all on one step axis, the trainer's iteration (so W&B never warns about non-monotonic steps).
 """
 from __future__ import annotations
 
