@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, EarlyStopping, ProgressBar, TerminateOnNan, Timer
@@ -28,7 +29,7 @@ from torch import nn
 
 from ignite_app.handlers.onnx_export import OnnxExportHandler
 from ignite_app.handlers.wandb_checkpoint import WandBCheckpointSaver
-from ignite_app import plugins, resume, tracking
+from ignite_app import distributed, plugins, resume, tracking
 from ignite_app.config import ONNX_VERIFY_BATCH_SIZES, Config, validate
 from ignite_app.data import Loaders, Splits, load_splits, make_loaders
 from ignite_app.engines import GradNormClipper, create_engines
@@ -64,10 +65,18 @@ class App:
     onnx_exporter: Optional[OnnxExportHandler] = None
     grad_clipper: Optional[GradNormClipper] = None
     user_handlers: list[Callable[["App"], None]] = field(default_factory=list)  # --handler, resolved
+    stop_together: distributed.StopTogether = field(default_factory=distributed.StopTogether)
     attached: bool = False  # attach_handlers ran
 
+    def request_stop(self, reason: str) -> None:
+        """Stop training at the end of the current iteration, on every rank at the same one (a preemption signal,
+        a handler's decision); calling `trainer.terminate()` on one rank would leave the others in a collective."""
+        self.stop_together.request(reason)
+
     def log(self, message: str) -> None:
-        """Print without tearing the progress bar."""
+        """Print without tearing the progress bar; rank 0 speaks for all ranks."""
+        if not distributed.is_main():
+            return
         if self.progress_bar is not None:
             self.progress_bar.log_message(message)
         else:
@@ -86,6 +95,11 @@ class App:
         state = self.trainer.state
         self.loaders.train.batch_sampler.start_batch = state.iteration % state.epoch_length
         self.to_save["rng"].load_state_dict(content["rng"])
+        written_by, now = self.to_save["rng"].saved_world_size, distributed.world_size()
+        if written_by != now:
+            self.log(f"Warning: the checkpoint was written by {written_by} process(es) and continues in {now}: each "
+                     "process's share of the batches and its random numbers differ, so the result is no longer "
+                     f"bit-exact with an uninterrupted {written_by}-process run.")
         done, into = divmod(state.iteration, state.epoch_length)
         where = f"{into} iterations into epoch {done + 1}" if into else f"after epoch {done}"
         self.log(f"Resumed from {checkpoint.origin} at iteration {state.iteration} ({where}); W&B run {self.run_id}")
@@ -104,6 +118,8 @@ class App:
             self.trainer.run(self.loaders.train, max_epochs=self.config.epochs)
         if not math.isfinite(self.trainer.state.output if self.trainer.state.output is not None else 0.0):
             self._stop_diverged()
+        if self.stop_together.reason:
+            self.log(f"Training stopped at iteration {self.trainer.state.iteration}: {self.stop_together.reason}.")
         if self.trainer.state.epoch < self.config.epochs and "early_stopping" in self.to_save:
             self.log(f"Early stopping after epoch {self.trainer.state.epoch}: validation accuracy did not improve "
                      f"for {self.config.early_stopping} epoch(s).")
@@ -169,14 +185,18 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     config = validate(config)  # a Config built in Python gets the same checks as one parsed from flags
     wandb_mode = tracking.resolve_mode(config.wandb_mode)
     user_handlers = plugins.load_handlers(config.handler)
-    device = resolve_device(config.device)
+    device = distributed.device(resolve_device(config.device))
     if checkpoint is None:
         check_output_dir(Path(config.output_dir))
-    manual_seed(config.seed)
-    splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
+    rank, world_size = distributed.rank(), distributed.world_size()
+    # each rank draws its own dropout/augmentation numbers; DDP starts every rank from rank 0's weights
+    manual_seed(config.seed + rank if world_size > 1 else config.seed)
+    with idist.one_rank_first(local=True):  # one process per machine fills the data cache, the others then read it
+        splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
     check_split_sizes(config, splits)
     loaders = make_loaders(
-        splits, config.batch_size, config.val_batch_size, config.seed, config.num_workers, device.type == "cuda"
+        splits, config.batch_size, config.val_batch_size, config.seed, config.num_workers, device.type == "cuda",
+        rank=rank, world_size=world_size,
     )
     info = splits.info
     model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std).to(device)
@@ -184,7 +204,7 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     loss_fn = nn.CrossEntropyLoss()
     engines = create_engines(model, optimizer, loss_fn, device, amp=config.amp,
                              accumulation_steps=config.accumulation_steps, clip_grad_norm=config.clip_grad_norm,
-                             compile_model=config.compile)
+                             compile_model=config.compile, wrap=distributed.wrap_model)
     epoch_length = len(loaders.train)
     if config.warmup_iters >= config.epochs * epoch_length:
         raise UserError(f"--warmup-iters {config.warmup_iters} is not shorter than the whole run "
@@ -195,13 +215,18 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     )
     if checkpoint is not None:
         resume.check_model_fits(model, checkpoint)
-    run_id, output_dir = _run_location(config, checkpoint)
+    # rank 0 chooses the run id and directory for all; it alone writes files and talks to W&B
+    run_id, location = distributed.decided_by_rank_zero(
+        lambda: (lambda run_id, path: (run_id, str(path)))(*_run_location(config, checkpoint)))
+    output_dir = Path(location)
     check_output_dir(output_dir)
     # the last of the checks: from here on, files and the W&B run are written
-    output_dir.mkdir(parents=True, exist_ok=True)
-    config.save(output_dir / "config.yaml")
-    logger = tracking.create_logger(config, run_id, wandb_mode, resume=checkpoint is not None)
-    print_start(config, run_id, output_dir, device, splits, logger)
+    if rank == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        config.save(output_dir / "config.yaml")
+    logger = tracking.create_logger(config, run_id, wandb_mode if rank == 0 else "disabled", resume=checkpoint is not None)
+    if rank == 0:
+        print_start(config, run_id, output_dir, device, splits, logger)
     to_save = {
         "model": model, "optimizer": optimizer, "trainer": engines.trainer,
         "rng": RNGStates(), "meta": RunMeta(run_id, config.to_dict()),
@@ -258,7 +283,8 @@ def print_start(config: Config, run_id: str, output_dir: Path, device: torch.dev
         f"{len(splits.test)} test images, from {splits.source})",
         f"  model {config.model}{kernels}, {config.optimizer} lr {config.lr:g}, {config.epochs} epoch"
         f"{'s' if config.epochs != 1 else ''} of batch "
-        f"{config.batch_size}, device {device}" + (f", preset {config.preset}" if config.preset else ""),
+        f"{config.batch_size}, device {device}" + (f", preset {config.preset}" if config.preset else "")
+        + (f", {idist.get_world_size()} processes ({idist.backend()})" if idist.get_world_size() > 1 else ""),
         f"  outputs {output_dir}/ (every setting: {output_dir / 'config.yaml'})",
         "  " + tracking.describe_run(logger),
     ]
@@ -383,7 +409,7 @@ def _attach_checkpoints(app: App) -> None:
 
 def _attach_onnx(app: App) -> None:
     cfg = app.config
-    if not cfg.onnx:
+    if not cfg.onnx or not distributed.is_main():  # rank 0 exports the unwrapped model; the others train on
         return
     from ignite_app.onnx_tools import model_metadata
 
@@ -403,13 +429,15 @@ def attach_handlers(app: App) -> App:
     trainer = app.trainer
     sampler = app.loaders.train.batch_sampler
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
+    # first of all ITERATION_COMPLETED handlers: the loss they see is the mean over ranks, stops are made together
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, app.stop_together)
     if app.config.terminate_on_nan:
         trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
     if "lr_scheduler" in app.to_save:
         trainer.add_event_handler(Events.ITERATION_STARTED, app.to_save["lr_scheduler"])
     _attach_throughput(app)
     # tqdm writes to stderr; piped into a file or a CI log its redraws are fragments: there the per-epoch line says it
-    if app.config.progress_bar and sys.stderr.isatty():
+    if app.config.progress_bar and sys.stderr.isatty() and distributed.is_main():
         app.progress_bar = ProgressBar(persist=False)
         app.progress_bar.attach(trainer, output_transform=lambda loss: {"loss": loss},
                                 event_name=Events.ITERATION_COMPLETED(event_filter=AtMostEvery(0.2)))

@@ -25,6 +25,7 @@ _GROUP_TITLES = {
     "wandb": "Weights & Biases",
     "outputs": "outputs, checkpoints and resuming",
     "onnx": "ONNX export",
+    "distributed": "several processes (torchrun, srun, or --nproc-per-node)",
     "extensions": "extensions",
 }
 
@@ -107,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# a resumed run's own command line decides these: how to resume, and which user handlers to attach
-NOT_INHERITED = ("resume", "auto_resume", "handler")
+# a resumed run's own command line decides these: how to resume, which user handlers to attach, how it is launched
+NOT_INHERITED = ("resume", "auto_resume", "handler", "nproc_per_node", "backend")
 
 
 def parse(argv: Optional[Sequence[str]] = None, base: Optional[Mapping[str, Any]] = None) -> Config:

@@ -29,6 +29,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 WATCH_MODES = ("off", "gradients", "parameters", "all")
+BACKENDS = ("auto", "nccl", "gloo")
 LR_SCHEDULES = ("none", "cosine", "step", "onecycle")
 ONNX_EXPORTERS = ("dynamo", "torchscript")
 DEFAULT_ONNX_EXPORTER = "dynamo"
@@ -79,8 +80,9 @@ class Config:
     momentum: float = _opt(0.5, "SGD momentum (ignored by adam/adamw)", "optimization", min=0.0, below=1.0)
     weight_decay: float = _opt(0.0, "weight decay", "optimization", min=0.0)
     epochs: int = _opt(5, "number of training epochs", "optimization", min=1)
-    batch_size: int = _opt(128, "training batch size", "optimization", min=1)
-    val_batch_size: int = _opt(1000, "validation and test batch size", "optimization", min=1)
+    batch_size: int = _opt(128, "training batch size: the global batch, split evenly across processes when there "
+                           "are several (torchrun, --nproc-per-node)", "optimization", min=1)
+    val_batch_size: int = _opt(1000, "validation and test batch size (global, like --batch-size)", "optimization", min=1)
     seed: int = _opt(42, "random seed: same seed and flags give the same metrics on the CPU", "optimization",
                      min=0, max=SEED_MAX)
     device: str = _opt("auto", "auto (cuda when available), cpu or cuda", "optimization", choices=DEVICES)
@@ -130,6 +132,11 @@ class Config:
     onnx_exporter: str = _opt(DEFAULT_ONNX_EXPORTER, "torch.onnx exporter: dynamo (dynamic_shapes) or torchscript "
                               "(dynamic_axes)", "onnx", choices=ONNX_EXPORTERS)
     onnx_strict: bool = _opt(False, "make a failed ONNX export or verification fatal (default: report and go on)", "onnx")
+    # several processes
+    nproc_per_node: int = _opt(1, "spawn N training processes on this machine (idist.Parallel); only without a launcher: "
+                               "under torchrun or srun, the launcher's process count applies", "distributed", min=1)
+    backend: str = _opt("auto", "torch.distributed backend with several processes: auto = nccl on CUDA GPUs, gloo on "
+                        "the CPU", "distributed", choices=BACKENDS)
     # extensions
     handler: tuple = _opt(
         (), "attach a handler: package.module:callable or path/file.py:callable, optionally followed by "
