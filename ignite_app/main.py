@@ -37,14 +37,14 @@ def train(argv: Optional[Sequence[str]] = None) -> None:
     """Parse, resolve a resume, build, run."""
     config = parse(argv)
     # heavy imports only after argument parsing, so that --help stays fast
-    from ignite_app import resume
+    from ignite_app import resume, tracking
     from ignite_app.app import training
 
     checkpoint = None
     if config.resume:
         checkpoint = resume.read(config.resume)
     elif config.auto_resume:
-        found = resume.find_auto_resume(config.output_dir)
+        found = resume.find_auto_resume(config.output_dir, tracking.given_run_id())
         if found is None:
             print(f"--auto-resume: no checkpoint under {config.output_dir}; starting a new run.", flush=True)
         else:
