@@ -19,7 +19,7 @@ import io
 import itertools
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -76,8 +76,8 @@ class Param:
         if self.kind == "float" and self.step and not self.log:
             n = int(math.floor((self.high - self.low) / self.step + 1e-9))
             return [round(self.low + i * self.step, 12) for i in range(n + 1)]
-        raise UserError(f"Sweep parameter {self.name!r}: a grid sweep needs `values` (or an int_uniform / q_uniform "
-                        "range) for every parameter; use method random or bayes for continuous distributions.")
+        raise ValueError("a grid sweep needs `values` (or an int_uniform / q_uniform range) for every parameter; "
+                         "use method random or bayes for continuous distributions")
 
     def candidates(self) -> list[Any]:
         """The values to check against the schema: every choice, or both ends of a range."""
@@ -102,7 +102,6 @@ class SweepSpec:
     early_terminate: Optional[dict[str, Any]] = None
     run_cap: Optional[int] = None
     base: Optional[Config] = None  # the Config of the fixed values alone, as a trial would parse them
-    notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def searched(self) -> tuple[Param, ...]:
@@ -181,20 +180,23 @@ def check(raw: dict[str, Any], path: Path, offline: bool = True) -> SweepSpec:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         problems.append(f"the sweep name {name!r} (from `name` or the file name) must be letters, digits, . _ -, as "
                         "it names the sweep's directory and study")
-    notes = []
-    if offline and (raw.get("command") or raw.get("program")) and "${args}" not in map(str, raw.get("command") or ["${args}"]):
+    command = raw.get("command")
+    if offline and command is not None and "${args}" not in [str(c) for c in command]:
         problems.append("offline sweeps pass the parameters with ${args} in `command` (the other W&B formats, "
                         "such as ${args_json}, are not read by scripts/train.py)")
+    for p in params:
+        if method == "grid" and p.kind != "fixed":
+            try:
+                p.grid_values()
+            except ValueError as exc:
+                problems.append(f"parameter {p.name!r}: {exc}")
     base = None
     if not problems:
         base = _check_values(params, problems)
     if problems:
         raise UserError(f"The sweep file {str(path)!r} is not usable: " + "; ".join(problems) + ". Nothing was run.")
-    spec = SweepSpec(path=path, raw=raw, name=name, method=method, metric=metric, goal=goal, params=tuple(params),
-                     early_terminate=early, run_cap=run_cap, base=base, notes=tuple(notes))
-    if method == "grid":
-        spec.grid()  # raises for a parameter a grid cannot enumerate
-    return spec
+    return SweepSpec(path=path, raw=raw, name=name, method=method, metric=metric, goal=goal, params=tuple(params),
+                     early_terminate=early, run_cap=run_cap, base=base)
 
 
 def _metric(metric: Any, method: Any, offline: bool, problems: list[str]) -> tuple[Optional[str], str]:
@@ -326,7 +328,7 @@ def _check_early_terminate(early: Any, metric: Optional[str], problems: list[str
         value = early.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             problems.append(f"`early_terminate.{key}` must be a positive integer, got {value!r}")
-    if early.get("eta", 3) < 2:
+    if isinstance(early.get("eta", 3), int) and early.get("eta", 3) < 2:
         problems.append("`early_terminate.eta` must be at least 2")
     if early.get("min_iter") is None and (early.get("max_iter") is None or early.get("s") is None):
         problems.append("`early_terminate` needs `min_iter`, or `max_iter` and `s`")

@@ -115,6 +115,7 @@ def fingerprint(spec: SweepSpec) -> dict[str, Any]:
 
 def open_study(spec: SweepSpec, storage: optuna.storages.BaseStorage, url: str, create: bool = True) -> optuna.Study:
     """Create the study, or continue it: the same name in the same storage, from the same configuration."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what happens, one per trial
     sampler, pruner = make_sampler(spec), make_pruner(spec.early_terminate, spec.max_epochs())
     if not create:
         try:
@@ -341,7 +342,6 @@ def optimize(spec: SweepSpec, study: optuna.Study, dirs: SweepDirs, url: str, co
     callbacks: list[Any] = [control.stop_study]
     if spec.run_cap:
         callbacks.append(optuna.study.MaxTrialsCallback(spec.run_cap, states=None))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is printed by TrialRunner
     try:
         study.optimize(TrialRunner(spec, dirs, url, control, wandb_offline), n_trials=count, catch=(TrialFailed,),
                        callbacks=callbacks)
