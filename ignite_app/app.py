@@ -447,8 +447,9 @@ def attach_handlers(app: App) -> App:
     if "lr_scheduler" in app.to_save:
         trainer.add_event_handler(Events.ITERATION_STARTED, app.to_save["lr_scheduler"])
     _attach_throughput(app)
-    # tqdm writes to stderr; piped into a file or a CI log its redraws are fragments: there the per-epoch line says it
-    if app.config.progress_bar and sys.stderr.isatty() and distributed.is_main():
+    # piped into a file or a CI log (stdout or stderr, where tqdm writes, not a terminal) its redraws are fragments:
+    # there the per-epoch line says it
+    if app.config.progress_bar and sys.stdout.isatty() and sys.stderr.isatty() and distributed.is_main():
         app.progress_bar = ProgressBar(persist=False)
         app.progress_bar.attach(trainer, output_transform=lambda loss: {"loss": loss},
                                 event_name=Events.ITERATION_COMPLETED(event_filter=AtMostEvery(0.2)))

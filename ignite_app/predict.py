@@ -48,20 +48,22 @@ def open_session(path: Path):
 
 
 def check_signature(path: Path, session) -> None:
-    """A model this script can feed: one float input of N x 1 x 28 x 28 pixels and one N x classes output, as
-    train.py and export_onnx.py write. Anything else (another project's ONNX file) is refused up front."""
+    """A model this script can feed: one float input of N x C x H x W pixels with a free batch dimension and one
+    N x classes output, as train.py and export_onnx.py write. Anything else (another project's ONNX file) is refused
+    up front instead of failing inside onnxruntime."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     shape = list(inputs[0].shape) if len(inputs) == 1 else []
     fits = (
         len(inputs) == 1 and len(outputs) == 1 and inputs[0].type == "tensor(float)" and len(shape) == 4
-        and shape[1:] == [1, 28, 28] and not isinstance(shape[0], int) and len(outputs[0].shape) == 2
+        and not isinstance(shape[0], int) and len(outputs[0].shape) == 2
     )
     if not fits:
         found = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
+        returns = ", ".join(f"{o.name} {o.type} {o.shape}" for o in outputs)
         raise UserError(
-            f"{path} is not a model this script can run: it takes {found or 'no input'}, but predict.py feeds "
-            "float32 pixels of shape [batch, 1, 28, 28] (what train.py and export_onnx.py write) and reads one "
-            "[batch, classes] output."
+            f"{path} is not a model this script can run: it takes {found or 'no input'} and returns {returns}, but "
+            "predict.py feeds float32 pixels [batch, channels, height, width] and reads one [batch, classes] output "
+            "(what train.py and export_onnx.py write)."
         )
 
 

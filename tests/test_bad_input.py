@@ -71,11 +71,11 @@ FLAG_CASES = [
     (["--output-dir", "a-file/runs"], "its parent a-file is a file"),
     (["--val-fraction", "0.02"], "leaves 29 validation images, but verifying the ONNX export needs 37"),
     (["--val-fraction", "0.9999"], "leaves no training images"),
-    (["--handler", "hard-examples", "--handler-arg", "evry=2"], "unexpected keyword argument 'evry' (it takes every, count)"),
+    (["--handler", "hard-examples", "--handler-arg", "evry=2"], "unexpected keyword argument 'evry' (it takes every, count;"),
     (["--handler", "hard-examples", "--handler-arg", "every=0"], "every must be a whole number of at least 1, got 0"),
     (["--handler", "hard-examples", "--handler-arg", "every=often"], "every must be int, got 'often'"),
     (["--handler", f"{ROOT / 'tests' / 'user_handlers.py'}:count_epochs", "--handler-arg", "kee=x"],
-     "unexpected keyword argument 'kee' (it takes key)"),
+     "unexpected keyword argument 'kee' (it takes key; a handler is called as fn(app, **kwargs))"),
     (["--handler", "no-such-handler"], "no handler of that name"),
 ]
 
