@@ -27,6 +27,7 @@ from ignite.metrics import Frequency
 from ignite.utils import manual_seed
 from torch import nn
 
+from ignite_app.handlers.best_metrics import BestMetrics
 from ignite_app.handlers.onnx_export import OnnxExportHandler
 from ignite_app.handlers.wandb_checkpoint import WandBCheckpointSaver
 from ignite_app import distributed, plugins, resume, tracking
@@ -227,9 +228,16 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     logger = tracking.create_logger(config, run_id, wandb_mode if rank == 0 else "disabled", resume=checkpoint is not None)
     if rank == 0:
         print_start(config, run_id, output_dir, device, splits, logger)
+    min_log_step = tracking.resumed_step(logger) if checkpoint is not None else 0
+
+    def log_new_steps(values: dict[str, float], step: int) -> None:
+        if step >= min_log_step:
+            logger.log(values, step=step)
+
     to_save = {
         "model": model, "optimizer": optimizer, "trainer": engines.trainer,
         "rng": RNGStates(), "meta": RunMeta(run_id, config.to_dict()),
+        "best_metrics": BestMetrics(engines.trainer, log_new_steps),  # validation/best_*: what sweeps rank by
         "lr_scheduler": lr_scheduler, "scaler": engines.scaler,
         "early_stopping": EarlyStopping(
             config.early_stopping, score_function=lambda engine: engine.state.metrics["accuracy"], trainer=engines.trainer
@@ -241,7 +249,7 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
         test_evaluator=engines.test_evaluator, wandb_logger=logger, checkpoint=checkpoint,
         to_save={k: v for k, v in to_save.items() if v is not None},  # one dict for checkpointing and resuming
         grad_clipper=engines.grad_norm, user_handlers=user_handlers,
-        min_log_step=tracking.resumed_step(logger) if checkpoint is not None else 0,
+        min_log_step=min_log_step,
     )
 
 
@@ -293,8 +301,11 @@ def print_start(config: Config, run_id: str, output_dir: Path, device: torch.dev
 
 def _run_location(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint]) -> tuple[str, Path]:
     """(run id, output dir): a new id under --output-dir, or the checkpoint's run and directory."""
+    agent_run_id = tracking.sweep_agent_run_id()
+    if agent_run_id:  # under a W&B sweep agent, wandb.init takes the agent's run id whatever id it is given
+        return agent_run_id, Path(config.output_dir) / agent_run_id
     if checkpoint is None:
-        run_id = new_run_id()
+        run_id = tracking.given_run_id() or new_run_id()
         return run_id, Path(config.output_dir) / run_id
     run_id = checkpoint.meta["run_id"]
     return run_id, resume.run_dir_of(checkpoint.path) or Path(config.output_dir) / run_id
@@ -443,6 +454,7 @@ def attach_handlers(app: App) -> App:
         app.progress_bar.attach(trainer, output_transform=lambda loss: {"loss": loss},
                                 event_name=Events.ITERATION_COMPLETED(event_filter=AtMostEvery(0.2)))
     _attach_validation(app)
+    app.evaluator.add_event_handler(Events.COMPLETED, app.to_save["best_metrics"])
     if "early_stopping" in app.to_save:  # after validation's metrics exist, before the epoch's checkpoint
         app.evaluator.add_event_handler(Events.COMPLETED, app.to_save["early_stopping"])
     _attach_checkpoints(app)

@@ -70,13 +70,13 @@ def worker(local_rank: int, argv: list[str]) -> None:
 
 def _checkpoint_to_resume(config) -> Optional[tuple[str, str]]:
     """(local checkpoint file, how it was found) for --resume / --auto-resume, or None: rank 0's decision."""
-    from ignite_app import resume
+    from ignite_app import resume, tracking
 
     if config.resume:
         path, origin = resume.resolve_spec(config.resume)
         return str(path), origin
     if config.auto_resume:
-        found = resume.find_auto_resume(config.output_dir)
+        found = resume.find_auto_resume(config.output_dir, tracking.given_run_id())  # a sweep trial: its own run only
         if found is None:
             print(f"--auto-resume: no checkpoint under {config.output_dir}; starting a new run.", flush=True)
             return None

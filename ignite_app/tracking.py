@@ -15,6 +15,7 @@ from ignite_app.errors import UserError
 
 
 TRANSACTION_LOG_FLUSH_SECONDS = 1.0
+DEFAULT_PROJECT = "ignite-app"
 ENV_MODE_ALIASES = {"dryrun": "offline", "run": "online", "shared": "online"}  # W&B's older spellings of WANDB_MODE
 
 
@@ -81,6 +82,26 @@ def check_wandb_dir(wandb_dir: Optional[str]) -> None:
             return
 
 
+def given_run_id(environ: Optional[dict] = None) -> Optional[str]:
+    """The run id W&B will use when it is set from outside (WANDB_RUN_ID: by a sweep agent, or by the user), or None.
+
+    wandb.init uses WANDB_RUN_ID when no id is passed, and under a sweep agent it uses it even when one is: the run
+    directory and checkpoint metadata must carry the same id."""
+    environ = os.environ if environ is None else environ
+    run_id = (environ.get("WANDB_RUN_ID") or "").strip()
+    if not run_id:
+        return None
+    if any(c in run_id for c in "/\\:#?%") or run_id in (".", ".."):
+        raise UserError(f"WANDB_RUN_ID={run_id!r} cannot be a W&B run id (no / \\ : # ? %); unset it or pick another.")
+    return run_id
+
+
+def sweep_agent_run_id(environ: Optional[dict] = None) -> Optional[str]:
+    """The run id a W&B sweep agent gave this process (WANDB_SWEEP_ID and WANDB_RUN_ID both set), or None."""
+    environ = os.environ if environ is None else environ
+    return given_run_id(environ) if environ.get("WANDB_SWEEP_ID") else None
+
+
 def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
     """Start (or continue, with the same run id) the W&B run through Ignite's WandBLogger."""
     import wandb
@@ -92,7 +113,7 @@ def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
         # including the records of its checkpoint artifacts that `--resume wandb/offline-run-...` reads.
         settings["x_transaction_log_flush_interval"] = TRANSACTION_LOG_FLUSH_SECONDS
     logger = WandBLogger(
-        project=config.wandb_project or os.environ.get("WANDB_PROJECT") or "ignite-app",
+        project=config.wandb_project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
         entity=config.wandb_entity,
         name=config.wandb_name,
         tags=list(config.wandb_tags) or None,
