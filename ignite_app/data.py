@@ -244,6 +244,10 @@ class EpochShuffleBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return (self.size + self.batch_size - 1) // self.batch_size
 
+    def global_batch_len(self, index: int) -> int:
+        """How many samples global batch `index` of an epoch holds, over all ranks (the last one may be partial)."""
+        return min(self.batch_size, self.size - index * self.batch_size)
+
     def __iter__(self) -> Iterator[list[int]]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.size, generator=generator)

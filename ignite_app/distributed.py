@@ -235,6 +235,27 @@ class StopTogether:
             engine.terminate()
 
 
+class ShareWeightedLoss(nn.Module):
+    """The training loss of one rank's share of a global batch, weighted so that DDP's gradient (the mean over ranks)
+    is the one-process gradient of the whole batch: a rank holding n of the batch's g samples scales its mean loss by
+    n * world_size / g. Shares differ in size when the global batch (or an epoch's last, partial one) does not divide
+    by the number of processes (129 over 2: 65 and 64); unweighted, the smaller share's samples would count more.
+    The mean over ranks of these losses (what StopTogether logs) is then the batch's mean loss too.
+    `weigh`, on the trainer's ITERATION_STARTED, tells it the size of the global batch being trained on."""
+
+    def __init__(self, loss_fn: nn.Module, world_size: int) -> None:
+        super().__init__()
+        self.loss_fn, self.world_size = loss_fn, world_size
+        self.global_len = 0
+
+    def weigh(self, engine: Engine, sampler: Any) -> None:
+        self.global_len = sampler.global_batch_len((engine.state.iteration - 1) % len(sampler))
+
+    def forward(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = self.loss_fn(y_pred, y)
+        return loss * (len(y) * self.world_size / self.global_len) if self.global_len else loss
+
+
 # ---------------------------------------------------------------- per-rank RNG states in checkpoints
 
 
