@@ -259,6 +259,9 @@ class EpochShuffleBatchSampler(Sampler[list[int]]):
 def check_global_batch(size: int, batch_size: int, world_size: int) -> None:
     """Every rank needs at least one sample of every global batch, the epoch's last (partial) one included."""
     last = size % batch_size or batch_size
+    if world_size > 1 and batch_size < world_size:
+        raise UserError(f"--batch-size {batch_size} is the global batch, split across {world_size} processes: each "
+                        f"needs at least one sample of it. Use a --batch-size of at least {world_size}.")
     if world_size > 1 and min(batch_size, last) < world_size:
         raise UserError(
             f"--batch-size {batch_size} is the global batch, split across {world_size} processes, but the last batch "

@@ -11,6 +11,7 @@ checkpoint), the per-iteration consensus (mean loss, stop requests), and turning
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -28,11 +29,21 @@ T = TypeVar("T")
 
 
 class WorkerFailed(AppError):
-    """A process spawned by --nproc-per-node failed; its own message is printed above."""
+    """A process spawned by --nproc-per-node failed; its own message is printed above. `reported`: that message
+    says it all (a user error, exit 2, which every rank raises alike), so the parent adds nothing."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, reported: bool = False) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.reported = reported
+
+
+def _quiet_launcher_logs() -> None:
+    """Ignite's Parallel logs its set-up and teardown at INFO on every run, and torch's spawn warns about each process
+    it stops after another failed: lines around the one paragraph a run or a user error prints (the start-up lines
+    already name the process count and the backend). Called after Parallel(...) is built, which sets its level."""
+    logging.getLogger("ignite.distributed.launcher.Parallel").setLevel(logging.WARNING)
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
 
 
 class PeerLost(TrainingStopped):
@@ -115,20 +126,25 @@ def launch(config: Config, worker: Callable[..., Any], *args: Any) -> None:
         note = complete_env()
         if note and process_rank() == 0:
             print(note, flush=True)
-        with idist.Parallel(backend=backend) as parallel:
+        parallel = idist.Parallel(backend=backend)
+        _quiet_launcher_logs()
+        with parallel:
             parallel.run(run_worker, worker, *args)
         return
     _check_backend(backend, config.nproc_per_node)
     from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 
     try:
-        with idist.Parallel(backend=backend, nproc_per_node=config.nproc_per_node, master_port=_free_port()) as parallel:
+        parallel = idist.Parallel(backend=backend, nproc_per_node=config.nproc_per_node, master_port=_free_port())
+        _quiet_launcher_logs()
+        with parallel:
             parallel.run(_spawned, worker, *args)
     except ProcessExitedException as exc:
         how = f"was killed by {exc.signal_name}" if exc.signal_name else f"exited with code {exc.exit_code}"
         raise WorkerFailed(f"process {exc.error_index} of {config.nproc_per_node} {how}; the others were stopped."
                            + (" Resume with --auto-resume." if exc.signal_name else ""),
-                           exc.exit_code if exc.exit_code and exc.exit_code > 0 else 1) from None
+                           exc.exit_code if exc.exit_code and exc.exit_code > 0 else 1,
+                           reported=exc.exit_code == EXIT_USER_ERROR) from None
     except ProcessRaisedException as exc:  # an exception that escaped _spawned's guard: show the child's traceback
         raise WorkerFailed(f"process {exc.error_index} of {config.nproc_per_node} failed:\n{exc}", 1) from None
 

@@ -117,3 +117,9 @@ def test_share_weighted_losses_average_to_the_whole_batch_gradient():
     engine.state.iteration = 3  # the epoch's last global batch holds 2
     loss.weigh(engine, sampler)
     assert loss.global_len == 2
+
+
+def test_a_batch_smaller_than_the_process_count_says_so():
+    with pytest.raises(UserError, match="--batch-size 1 is the global batch, split across 2 processes: each needs at "
+                                        "least one sample of it. Use a --batch-size of at least 2."):
+        check_global_batch(1294, 1, 2)
