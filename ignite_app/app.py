@@ -186,6 +186,7 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     """
     config = validate(config)  # a Config built in Python gets the same checks as one parsed from flags
     wandb_mode = tracking.resolve_mode(config.wandb_mode)
+    tracking.check_run_settings(config)
     user_handlers = plugins.load_handlers(config.handler)
     device = distributed.device(resolve_device(config.device))
     if checkpoint is None:

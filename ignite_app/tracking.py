@@ -102,6 +102,37 @@ def sweep_agent_run_id(environ: Optional[dict] = None) -> Optional[str]:
     return given_run_id(environ) if environ.get("WANDB_SWEEP_ID") else None
 
 
+# the W&B settings behind each of our flags, for messages
+_RUN_SETTING_FLAGS = {"project": "--wandb-project (or $WANDB_PROJECT)", "entity": "--wandb-entity",
+                      "run_name": "--wandb-name", "run_tags": "--wandb-tags", "run_group": "--wandb-group",
+                      "run_notes": "--wandb-notes"}
+
+
+def project_of(config: Config) -> str:
+    return config.wandb_project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
+
+
+def check_run_settings(config: Config) -> None:
+    """W&B's own checks of the run's project, tags, ... (its Settings validators), run before anything is written:
+    wandb.init would raise them after the run directory and config.yaml exist (`--wandb-project a/b`, a tag longer
+    than 64 characters)."""
+    import pydantic
+    import wandb
+
+    values = {"project": project_of(config), "entity": config.wandb_entity, "run_name": config.wandb_name,
+              "run_tags": tuple(config.wandb_tags), "run_group": config.wandb_group, "run_notes": config.wandb_notes}
+    for key, value in values.items():
+        if value is None:
+            continue
+        try:
+            wandb.Settings(**{key: value})
+        except (wandb.errors.UsageError, pydantic.ValidationError) as exc:
+            detail = exc.errors()[0]["msg"].removeprefix("Value error, ") if isinstance(exc, pydantic.ValidationError) \
+                else str(exc)
+            raise UserError(f"{_RUN_SETTING_FLAGS[key]}: W&B refuses it ({' '.join(detail.split())}). Fix the "
+                            "value and run again.") from None
+
+
 def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
     """Start (or continue, with the same run id) the W&B run through Ignite's WandBLogger."""
     import wandb
@@ -113,7 +144,7 @@ def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
         # including the records of its checkpoint artifacts that `--resume wandb/offline-run-...` reads.
         settings["x_transaction_log_flush_interval"] = TRANSACTION_LOG_FLUSH_SECONDS
     logger = WandBLogger(
-        project=config.wandb_project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+        project=project_of(config),
         entity=config.wandb_entity,
         name=config.wandb_name,
         tags=list(config.wandb_tags) or None,
