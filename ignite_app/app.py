@@ -24,10 +24,12 @@ from ignite.utils import manual_seed
 from torch import nn
 
 from ignite_app.handlers.onnx_export import OnnxExportHandler
+from ignite_app.handlers.test_report import TestReport
 from ignite_app.handlers.wandb_checkpoint import WandBCheckpointSaver
 from ignite_app import plugins, resume, tracking
 from ignite_app.config import Config
-from ignite_app.data import Loaders, Splits, load_splits, make_loaders
+from ignite_app.augment import BatchAugment
+from ignite_app.data import Loaders, Splits, make_loaders, splits_from_config, verification_images
 from ignite_app.engines import GradNormClipper, create_engines
 from ignite_app.errors import TrainingStopped, UserError
 from ignite_app.models import build_model
@@ -72,7 +74,7 @@ class App:
     def restore(self, checkpoint: resume.ResolvedCheckpoint) -> None:
         """Load every object of the checkpoint into this run; the RNG states last, right before training."""
         content = checkpoint.content
-        to_load = {k: v for k, v in self.to_save.items() if k not in ("rng", "meta")}
+        to_load = {k: v for k, v in self.to_save.items() if k not in ("rng", "meta", "data")}
         if content["meta"].get("kind") == "best":
             to_load["best_checkpointer"] = self.checkpointers["best_checkpointer"]
         else:
@@ -165,14 +167,16 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     user_handlers = plugins.load_handlers(config.handler)
     device = resolve_device(config.device)
     manual_seed(config.seed)
-    splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
+    splits = splits_from_config(config)
     loaders = make_loaders(
         splits, config.batch_size, config.val_batch_size, config.seed, config.num_workers, device.type == "cuda"
     )
     info = splits.info
     print(f"Data: {config.dataset} from {splits.source}: {len(splits.train)} train, {len(splits.val)} validation, "
-          f"{len(splits.test)} test images", flush=True)
-    model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std).to(device)
+          f"{len(splits.test)} test images of {info.channels} x {info.size[0]} x {info.size[1]}, {info.num_classes} "
+          f"classes" + "".join(f"; {note}" for note in splits.notes), flush=True)
+    model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std, in_channels=info.channels,
+                        image_size=info.size, pretrained=config.pretrained).to(device)
     optimizer = build_optimizer(config, model.parameters())
     loss_fn = nn.CrossEntropyLoss()
     engines = create_engines(model, optimizer, loss_fn, device, amp=config.amp,
@@ -188,14 +192,17 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     )
     if checkpoint is not None:
         resume.check_model_fits(model, checkpoint)
+        _check_same_classes(info.classes, checkpoint)
     # the last of the checks: from here on, files and the W&B run are written
     run_id, output_dir = _run_location(config, checkpoint)
     output_dir.mkdir(parents=True, exist_ok=True)
     config.save(output_dir / "config.yaml")
     logger = tracking.create_logger(config, run_id, wandb_mode, resume=checkpoint is not None)
+    if getattr(logger, "run", None) is not None and not getattr(logger.run, "disabled", False):
+        logger.run.config.update({"data": info.state_dict()}, allow_val_change=True)  # class names, shape, mean/std
     to_save = {
         "model": model, "optimizer": optimizer, "trainer": engines.trainer,
-        "rng": RNGStates(), "meta": RunMeta(run_id, config.to_dict()),
+        "rng": RNGStates(), "meta": RunMeta(run_id, config.to_dict()), "data": info,
         "lr_scheduler": lr_scheduler, "scaler": engines.scaler,
         "early_stopping": EarlyStopping(
             config.early_stopping, score_function=lambda engine: engine.state.metrics["accuracy"], trainer=engines.trainer
@@ -209,6 +216,15 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
         grad_clipper=engines.grad_norm, user_handlers=user_handlers,
         min_log_step=tracking.resumed_step(logger) if checkpoint is not None else 0,
     )
+
+
+def _check_same_classes(classes: tuple[str, ...], checkpoint: resume.ResolvedCheckpoint) -> None:
+    saved = checkpoint.content.get("data", {}).get("classes")
+    if saved is not None and list(saved) != list(classes):
+        raise UserError(
+            f"The checkpoint {checkpoint.origin} was trained on the classes {saved}, but the data now has {list(classes)}. "
+            "Resume with the data the run was trained on (--data-dir), or start a new run."
+        )
 
 
 def _run_location(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint]) -> tuple[str, Path]:
@@ -339,12 +355,20 @@ def _attach_onnx(app: App) -> None:
         return
     from ignite_app.onnx_tools import model_metadata
 
+    info = app.splits.info
     app.onnx_exporter = OnnxExportHandler(
-        app.model, app.splits.val.images[:64], app.output_dir, getattr(app.wandb_logger, "run", None),
+        app.model, verification_images(app.splits), app.output_dir, getattr(app.wandb_logger, "run", None),
         opset=cfg.onnx_opset, exporter=cfg.onnx_exporter, strict=cfg.onnx_strict, log=app.log,
-        metadata=model_metadata(cfg.dataset, app.splits.info.classes, app.run_id),
+        metadata=model_metadata(cfg.dataset, info.classes, app.run_id, info.channels, info.size),
     )
     app.onnx_exporter.attach(app.trainer, app.evaluator, on_best=cfg.onnx_on_best)
+
+
+def _attach_test_report(app: App) -> None:
+    if not app.config.test_report:
+        return
+    TestReport(app.splits.info.classes, app.output_dir, getattr(app.wandb_logger, "run", None), images=app.splits.test,
+               log=app.log, step=lambda: app.trainer.state.iteration).attach(app.test_evaluator)
 
 
 def attach_handlers(app: App) -> App:
@@ -352,6 +376,8 @@ def attach_handlers(app: App) -> App:
     trainer = app.trainer
     sampler = app.loaders.train.batch_sampler
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
+    if app.config.augment:  # a pure function of (seed, iteration): resumes stay bit-exact
+        BatchAugment(app.config.seed, app.splits.info.size).attach(trainer)
     if app.config.terminate_on_nan:
         trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
     if "lr_scheduler" in app.to_save:
@@ -366,6 +392,7 @@ def attach_handlers(app: App) -> App:
         app.evaluator.add_event_handler(Events.COMPLETED, app.to_save["early_stopping"])
     _attach_checkpoints(app)
     _attach_onnx(app)
+    _attach_test_report(app)
     _attach_wandb(app)
     for attach_user_handler in app.user_handlers:
         attach_user_handler(app)

@@ -68,6 +68,17 @@ class _ListHandlersAction(argparse.Action):
         parser.exit(0)
 
 
+class _ListModelsAction(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from ignite_app.models import describe_models
+
+        print(describe_models())
+        parser.exit(0)
+
+
 class _HandlerArgAction(argparse.Action):
     """`--handler-arg key=value` adds a keyword argument to the most recent `--handler`."""
 
@@ -86,6 +97,8 @@ def _coercer(f) -> Callable[[Any], Any]:
         return lambda v: tuple(str(x) for x in (v or ()))
     if "item" in f.metadata:
         return lambda v, item=f.metadata["item"]: split_items(v, item)
+    if "type" in f.metadata:  # an optional value of that type (None: automatic)
+        return lambda v, kind=f.metadata["type"]: None if v is None else kind(v)
     if isinstance(default, bool):
         return parse_bool
     if isinstance(default, int):
@@ -125,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             kwargs["type"] = _coercer(f)
         group.add_argument(*names, **kwargs)
+        if f.name == "model":
+            group.add_argument("--list-models", "--list_models", action=_ListModelsAction,
+                               help="list the networks --model accepts, then exit")
         if f.name == "handler":
             group.add_argument("--handler-arg", "--handler_arg", action=_HandlerArgAction, metavar="KEY=VALUE",
                                help="a keyword argument for the preceding --handler (repeatable)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -24,14 +25,19 @@ def load_trained_model(spec: str, data_dir: Optional[str] = None):
     """(model in eval mode, its Config, its data splits) for a checkpoint SPEC."""
     from ignite_app import resume
     from ignite_app.cli import parse
-    from ignite_app.data import load_splits
+    from ignite_app.data import splits_from_config
     from ignite_app.models import build_model
 
     checkpoint = resume.read(spec)
     config = parse(["--data-dir", data_dir] if data_dir else [], base=checkpoint.meta["config"])
-    splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
+    splits = splits_from_config(config)
     info = splits.info
-    model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std)
+    saved = checkpoint.content.get("data")  # what the model was trained with: its normalization and class names
+    if saved is not None:
+        info = dataclasses.replace(info, classes=tuple(saved["classes"]), mean=tuple(saved["mean"]), std=tuple(saved["std"]))
+        splits.info = info
+    model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std, in_channels=info.channels,
+                        image_size=info.size)
     resume.check_model_fits(model, checkpoint)
     model.load_state_dict(checkpoint.content["model"])
     return model.eval(), config, splits, checkpoint
@@ -44,12 +50,14 @@ def export(argv: Optional[Sequence[str]] = None) -> None:
         raise UserError(f"{output} exists; pass --force to overwrite it, or choose another --output.")
     if output.suffix != ".onnx":
         raise UserError(f"--output {output} should end in .onnx.")
+    from ignite_app.data import verification_images
     from ignite_app.onnx_tools import export_and_verify, model_metadata
 
     model, config, splits, checkpoint = load_trained_model(args.checkpoint, args.data_dir)
     report = export_and_verify(
-        model, splits.val.images[:64], output, args.opset, args.exporter,
-        metadata=model_metadata(config.dataset, splits.info.classes, checkpoint.meta["run_id"]),
+        model, verification_images(splits), output, args.opset, args.exporter,
+        metadata=model_metadata(config.dataset, splits.info.classes, checkpoint.meta["run_id"], splits.info.channels,
+                                splits.info.size),
     )
     print(f"Exported {checkpoint.origin} to {output}: {report.exporter} exporter, opset {report.opset}, "
           f"{report.file_size_bytes} bytes; onnxruntime matches PyTorch at batch sizes {report.batch_sizes} "
