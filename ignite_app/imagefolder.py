@@ -232,8 +232,9 @@ def _decode_into(target: np.ndarray, paths: Sequence[str], geometry: Geometry, s
     return failed
 
 
-def _listing_digest(listing: FolderListing, geometry: Geometry, skip_bad: bool) -> str:
-    digest = hashlib.sha256(f"{CACHE_FORMAT} {geometry.channels} {geometry.size} {skip_bad}".encode())
+def _listing_digest(listing: FolderListing, image_size: Optional[int], skip_bad: bool) -> str:
+    """Names the cache: any added, removed, renamed, rewritten or touched file gives another digest."""
+    digest = hashlib.sha256(f"{CACHE_FORMAT} {image_size} {skip_bad}".encode())
     for split in SPLIT_DIRS:
         for path, label in listing.files.get(split, []):
             stat = os.stat(path)
@@ -270,40 +271,90 @@ def decode_in_memory(listing: FolderListing, geometry: Geometry, skip_bad: bool)
     return Decoded(images, labels, _bounds(listing), "memory")
 
 
-def decode_to_cache(listing: FolderListing, geometry: Geometry, skip_bad: bool, directory: Optional[Path] = None) -> Decoded:
-    """Decode once into a memory-mapped file named by the folder's digest; later runs map it without decoding."""
-    from filelock import FileLock
+@dataclass
+class DiskCache:
+    """The cache files of one folder listing: `STEM.u8` (the raw array) and `STEM.json` (shape, labels, geometry)."""
 
-    directory = directory or cache_root()
-    directory.mkdir(parents=True, exist_ok=True)
-    folder_key = hashlib.sha256(str(listing.root.resolve()).encode()).hexdigest()[:12]
-    stem = f"{folder_key}-{_listing_digest(listing, geometry, skip_bad)}"
-    data, meta = directory / f"{stem}.u8", directory / f"{stem}.json"
-    files = listing.all_files
-    shape = (len(files), geometry.channels, *geometry.size)
-    with FileLock(str(directory / f"{folder_key}.lock")):  # two runs on one folder decode it once
-        if not (data.is_file() and meta.is_file()):
-            for stale in directory.glob(f"{folder_key}-*"):  # the folder changed: the old cache is useless
-                stale.unlink(missing_ok=True)
-            partial = directory / f"{stem}.partial"
-            array = np.memmap(partial, dtype=np.uint8, mode="w+", shape=shape)
-            try:
-                failed = _decode_into(array, [p for p, _ in files], geometry, skip_bad)
-                array.flush()
-            except BaseException:
-                partial.unlink(missing_ok=True)
-                raise
-            finally:
-                del array
-            labels = [label for _, label in files]
-            for i in failed:
-                labels[i] = -1
-            os.replace(partial, data)
-            meta.write_text(json.dumps({"format": CACHE_FORMAT, "shape": shape, "labels": labels, "root": str(listing.root)}))
-        labels = torch.tensor(json.loads(meta.read_text())["labels"], dtype=torch.int64)
-    # copy-on-write mapping: writable for torch.from_numpy (no warning), and nothing ever changes the file
-    images = torch.from_numpy(np.memmap(data, dtype=np.uint8, mode="c", shape=shape))
-    return Decoded(images, labels, _bounds(listing), str(data))
+    directory: Path
+    folder_key: str  # the folder's path: a changed folder replaces its own older cache, not other folders'
+    stem: str
+
+    @classmethod
+    def of(cls, listing: FolderListing, image_size: Optional[int], skip_bad: bool,
+           directory: Optional[Path] = None) -> "DiskCache":
+        folder_key = hashlib.sha256(str(listing.root.resolve()).encode()).hexdigest()[:12]
+        return cls(directory or cache_root(), folder_key, f"{folder_key}-{_listing_digest(listing, image_size, skip_bad)}")
+
+    @property
+    def data(self) -> Path:
+        return self.directory / f"{self.stem}.u8"
+
+    @property
+    def meta(self) -> Path:
+        return self.directory / f"{self.stem}.json"
+
+    def lock(self):
+        from filelock import FileLock
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.directory / f"{self.folder_key}.lock"))  # two runs on one folder decode it once
+
+    def read(self, listing: FolderListing) -> Optional[tuple["Decoded", Geometry]]:
+        """The mapped array when this listing was decoded before, else None."""
+        if not (self.data.is_file() and self.meta.is_file()):
+            return None
+        meta = json.loads(self.meta.read_text())
+        shape = tuple(meta["shape"])
+        # copy-on-write mapping: writable for torch.from_numpy (no warning), and nothing ever changes the file
+        images = torch.from_numpy(np.memmap(self.data, dtype=np.uint8, mode="c", shape=shape))
+        labels = torch.tensor(meta["labels"], dtype=torch.int64)
+        return Decoded(images, labels, _bounds(listing), str(self.data)), Geometry(shape[1], tuple(shape[2:]), [])
+
+    def write(self, listing: FolderListing, geometry: Geometry, skip_bad: bool) -> None:
+        for stale in self.directory.glob(f"{self.folder_key}-*"):  # the folder changed: the old cache is useless
+            stale.unlink(missing_ok=True)
+        files = listing.all_files
+        shape = (len(files), geometry.channels, *geometry.size)
+        partial = self.directory / f"{self.stem}.partial"
+        array = np.memmap(partial, dtype=np.uint8, mode="w+", shape=shape)
+        try:
+            failed = _decode_into(array, [p for p, _ in files], geometry, skip_bad)
+            array.flush()
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        finally:
+            del array
+        labels = [label for _, label in files]
+        for i in failed:
+            labels[i] = -1
+        os.replace(partial, self.data)
+        meta = {"format": CACHE_FORMAT, "shape": shape, "labels": labels, "root": str(listing.root)}
+        partial_meta = self.meta.with_suffix(".json.partial")
+        partial_meta.write_text(json.dumps(meta))
+        os.replace(partial_meta, self.meta)
+
+
+def decode(listing: FolderListing, image_size: Optional[int], skip_bad: bool, budget: int,
+           cache_dir: Optional[Path] = None) -> tuple[Decoded, Geometry]:
+    """An existing cache of this very listing is mapped (read into memory when it now fits the budget); else the
+    headers decide the geometry and the files are decoded into memory, or into a new cache when over budget."""
+    cache = DiskCache.of(listing, image_size, skip_bad, cache_dir)
+    found = cache.read(listing)
+    if found is None:
+        geometry = decide_geometry(listing, image_size, skip_bad)
+        n_bytes = len(listing.all_files) * geometry.channels * geometry.size[0] * geometry.size[1]
+        if n_bytes <= budget:
+            return decode_in_memory(listing, geometry, skip_bad), geometry
+        with cache.lock():
+            found = cache.read(listing)
+            if found is None:
+                cache.write(listing, geometry, skip_bad)
+                found = cache.read(listing)
+    decoded, geometry = found
+    if decoded.images.numel() <= budget:
+        decoded = Decoded(decoded.images.clone(), decoded.labels, decoded.bounds, "memory")
+    return decoded, geometry
 
 
 # ---------------------------------------------------------------- splits
@@ -355,13 +406,8 @@ def load_folder(data_dir: str, image_size: Optional[int] = None, max_memory: Opt
     from ignite_app.data import TensorSplit
 
     listing = list_folder(data_dir)
-    geometry = decide_geometry(listing, image_size, skip_bad)
-    n_bytes = len(listing.all_files) * geometry.channels * geometry.size[0] * geometry.size[1]
     budget = default_memory_budget() if max_memory is None else max_memory
-    if n_bytes <= budget:
-        decoded = decode_in_memory(listing, geometry, skip_bad)
-    else:
-        decoded = decode_to_cache(listing, geometry, skip_bad, cache_dir)
+    decoded, geometry = decode(listing, image_size, skip_bad, budget, cache_dir)
     bad_rows = (decoded.labels < 0).nonzero().flatten().tolist()
     paths = [p for p, _ in listing.all_files]
     splits = {}

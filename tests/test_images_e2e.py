@@ -98,12 +98,22 @@ def test_sigkill_with_augment_resumes_bit_exact_from_the_disk_cache(uninterrupte
 
 
 def test_torchvision_resnet18_at_a_small_size_trains_and_exports(shapes, tmp_path):
+    """One epoch of resnet18 on 24 x 24 resized images: it trains, exports, and (barely trained, so it errs) fills the
+    test report's worst-images table and the hard-examples handler's table with colour images."""
     proc = run_train(["--dataset", "imagefolder", "--data-dir", str(shapes), "--model", "resnet18", "--image-size", "24",
-                      "--epochs", "1", "--batch-size", "64", "--no-progress-bar", "--watch", "off"],
-                     tmp_path, env=env_for(tmp_path))
+                      "--epochs", "1", "--batch-size", "64", "--no-progress-bar", "--watch", "off",
+                      "--handler", "hard-examples"], tmp_path, env=env_for(tmp_path))
     assert "of 3 x 24 x 24, 3 classes" in proc.stdout
-    summary = inspect_summary(offline_runs(tmp_path)[0])
+    (run_dir,) = offline_runs(tmp_path)
+    summary = inspect_summary(run_dir)
     assert summary["config"]["model"] == "resnet18" and summary["summary"]["onnx/verified"] is True
     (onnx_file,) = (tmp_path / "runs").glob("*/model.onnx")
     meta = {p.key: p.value for p in onnx.load(str(onnx_file)).metadata_props}
-    assert (meta["height"], meta["width"]) == ("24", "24")
+    assert (meta["channels"], meta["height"], meta["width"]) == ("3", "24", "24")
+    assert summary["summary"]["test/accuracy"] < 1.0  # 4 steps of resnet18 (seeded): it errs, so the tables fill
+    keys = {k for r in inspect_records(run_dir) if r["type"] == "history" for k in r["history"]["item"]}
+    assert any(k.startswith("test/worst_images") for k in keys)
+    assert any(k.startswith("validation/hard_examples") for k in keys)
+    (table,) = (run_dir / "files" / "media" / "table" / "test").glob("worst_images_*.table.json")
+    assert json.loads(table.read_text())["columns"] == ["image", "true", "predicted", "probability", "loss"]
+    assert list((run_dir / "files" / "media" / "images").rglob("*.png"))  # the images themselves
