@@ -27,6 +27,19 @@ from ignite_app.handlers.hard_examples import wandb_image
 MAX_MATRIX_CLASSES = 20
 
 
+def gather_in_rank_order(rows: torch.Tensor) -> Optional[torch.Tensor]:
+    """All ranks' rows on rank 0, in rank order (each rank evaluates a contiguous shard, so this is the split's
+    order), None on the other ranks. torch.distributed's object gather, because the shards' lengths may differ
+    by one and Ignite's all_gather needs equal shapes."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return rows
+    gathered: list[Optional[torch.Tensor]] = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(rows, gathered, dst=0)
+    return torch.cat(gathered) if dist.get_rank() == 0 else None
+
+
 class TestReport:
     def __init__(self, classes: Sequence[str], directory: Path, run: Any = None, images: Any = None,
                  log: Callable[[str], None] = print, worst: int = 16, step: Callable[[], int] = lambda: 0) -> None:
@@ -48,7 +61,9 @@ class TestReport:
     def __call__(self, engine: Engine) -> dict[str, Any]:
         from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-        rows = torch.cat(self.parts) if self.parts else torch.zeros(0, 4)
+        rows = gather_in_rank_order(torch.cat(self.parts) if self.parts else torch.zeros(0, 4))
+        if rows is None:  # not rank 0: its shard went to rank 0, which reports for all
+            return {}
         labels, predicted = rows[:, 0].long().numpy(), rows[:, 1].long().numpy()
         k = len(self.classes)
         matrix = confusion_matrix(labels, predicted, labels=list(range(k)))

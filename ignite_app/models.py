@@ -208,6 +208,12 @@ def build_model(name: str, kernels: Sequence[int], num_classes: int, mean: Float
         backbone = build_torchvision(name, num_classes, in_channels, pretrained)
         _check_fits(backbone, name, in_channels, image_size)
     else:
+        check_model_name(name)
+    return Classifier(backbone, mean, std)
+
+
+def check_model_name(name: str) -> None:
+    """A --model that names no network is a clear error before the data is read or anything is written."""
+    if name not in OWN_MODELS and name not in torchvision_models():
         raise UserError(f"--model {name}: no such network. Choose convnet, net or a torchvision classification model "
                         "(e.g. resnet18, mobilenet_v3_small); `train.py --list-models` lists them all.")
-    return Classifier(backbone, mean, std)
