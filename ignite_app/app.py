@@ -32,7 +32,7 @@ from ignite_app.handlers.onnx_export import OnnxExportHandler
 from ignite_app.handlers.test_report import TestReport
 from ignite_app.handlers.wandb_checkpoint import WandBCheckpointSaver
 from ignite_app import distributed, plugins, resume, tracking
-from ignite_app.config import ONNX_VERIFY_BATCH_SIZES, Config, validate
+from ignite_app.config import Config, validate
 from ignite_app.augment import BatchAugment
 from ignite_app.data import Loaders, Splits, make_loaders, splits_from_config, verification_images
 from ignite_app.engines import GradNormClipper, create_engines
@@ -284,27 +284,25 @@ def check_output_dir(path: Path) -> None:
 
 
 def check_split_sizes(config: Config, splits: Splits) -> None:
-    """Enough images in each split for what the run does with it (known only once the dataset is read)."""
+    """Enough images in each split for what the run does with it (known only once the dataset is read). ONNX
+    verification needs no minimum: it repeats validation and test images up to its batch sizes
+    (`data.verification_images`)."""
     total = len(splits.train) + len(splits.val)
     if len(splits.train) < 1:
         raise UserError(f"--val-fraction {config.val_fraction} leaves no training images (all {total} of "
                         f"{config.dataset}'s training set go to validation); lower it, e.g. to 0.1.")
-    need = max(ONNX_VERIFY_BATCH_SIZES)
-    if config.onnx and len(splits.val) < need:
-        raise UserError(
-            f"--val-fraction {config.val_fraction} leaves {len(splits.val)} validation images, but verifying the "
-            f"ONNX export needs {need} (it compares onnxruntime with PyTorch at batch sizes "
-            f"{' and '.join(map(str, ONNX_VERIFY_BATCH_SIZES))}); raise --val-fraction to at least "
-            f"{math.ceil(need / total * 1000) / 1000}, or pass --no-onnx."
-        )
+    if len(splits.val) < 1:
+        raise UserError(f"--val-fraction {config.val_fraction} leaves no validation images of {total}; raise it.")
 
 
 def print_start(config: Config, run_id: str, output_dir: Path, device: torch.device, splits: Splits, logger) -> None:
     """The few values that say what this run is; the whole config is in config.yaml."""
     kernels = f" {' '.join(map(str, config.kernels))}" if config.model == "convnet" else ""
+    info = splits.info
     lines = [
         f"Run {run_id}: {config.dataset} ({len(splits.train)} train / {len(splits.val)} validation / "
-        f"{len(splits.test)} test images, from {splits.source})",
+        f"{len(splits.test)} test images of {info.channels} x {info.size[0]} x {info.size[1]}, {info.num_classes} "
+        f"classes, from {splits.source})" + "".join(f"; {note}" for note in splits.notes),
         f"  model {config.model}{kernels}, {config.optimizer} lr {config.lr:g}, {config.epochs} epoch"
         f"{'s' if config.epochs != 1 else ''} of batch "
         f"{config.batch_size}, device {device}" + (f", preset {config.preset}" if config.preset else "")
