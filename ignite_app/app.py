@@ -68,6 +68,7 @@ class App:
     onnx_exporter: Optional[OnnxExportHandler] = None
     grad_clipper: Optional[GradNormClipper] = None
     user_handlers: list[Callable[["App"], None]] = field(default_factory=list)  # --handler, resolved
+    share_loss: Optional[distributed.ShareWeightedLoss] = None  # the trainer's loss with several processes
     stop_together: distributed.StopTogether = field(default_factory=distributed.StopTogether)
     attached: bool = False  # attach_handlers ran
 
@@ -207,9 +208,10 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     check_split_sizes(config, splits)
     optimizer = build_optimizer(config, model.parameters())
     loss_fn = nn.CrossEntropyLoss()
+    share_loss = distributed.ShareWeightedLoss(loss_fn, world_size) if world_size > 1 else None
     engines = create_engines(model, optimizer, loss_fn, device, amp=config.amp,
                              accumulation_steps=config.accumulation_steps, clip_grad_norm=config.clip_grad_norm,
-                             compile_model=config.compile, wrap=distributed.wrap_model)
+                             compile_model=config.compile, wrap=distributed.wrap_model, train_loss_fn=share_loss)
     epoch_length = len(loaders.train)
     if config.warmup_iters >= config.epochs * epoch_length:
         raise UserError(f"--warmup-iters {config.warmup_iters} is not shorter than the whole run "
@@ -255,7 +257,7 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
         model=model, optimizer=optimizer, loss_fn=loss_fn, trainer=engines.trainer, evaluator=engines.evaluator,
         test_evaluator=engines.test_evaluator, wandb_logger=logger, checkpoint=checkpoint,
         to_save={k: v for k, v in to_save.items() if v is not None},  # one dict for checkpointing and resuming
-        grad_clipper=engines.grad_norm, user_handlers=user_handlers,
+        grad_clipper=engines.grad_norm, user_handlers=user_handlers, share_loss=share_loss,
         min_log_step=min_log_step,
     )
 
@@ -465,6 +467,8 @@ def attach_handlers(app: App) -> App:
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
     if app.config.augment:  # a pure function of (seed, iteration): resumes stay bit-exact
         BatchAugment(app.config.seed, app.splits.info.size).attach(trainer)
+    if app.share_loss is not None:
+        trainer.add_event_handler(Events.ITERATION_STARTED, app.share_loss.weigh, sampler)
     # first of all ITERATION_COMPLETED handlers: the loss they see is the mean over ranks, stops are made together
     trainer.add_event_handler(Events.ITERATION_COMPLETED, app.stop_together)
     if app.config.terminate_on_nan:

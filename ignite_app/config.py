@@ -286,6 +286,8 @@ def coerce(name: str, value: Any, from_text: bool = False) -> Any:
     f = FIELDS[name]
     meta, kind, optional = f.metadata, kind_of(f), default_of(f) is None
     if meta.get("repeat"):  # one string per occurrence (a handler spec holds spaces and commas: never split)
+        if value is not None and not isinstance(value, (str, list, tuple)):  # YAML `handler: 5` or a mapping
+            raise ValueError(f"must be text or a list of texts (one per entry), got {value!r}")
         items = [value] if isinstance(value, str) else list(value or ())
         bad = [v for v in items if not isinstance(v, str)]
         if bad:
@@ -489,6 +491,10 @@ def validate(config: "Config", origins: Optional[Mapping[str, str]] = None) -> "
         f"--kernels needs two positive channel counts (e.g. 16 32), got {list(c.kernels)}",
         p,
     )
+    _check(not c.checkpoint_every or c.checkpoint_every % c.accumulation_steps == 0,
+           f"--checkpoint-every {c.checkpoint_every} is not a multiple of --accumulation-steps {c.accumulation_steps}: "
+           "a checkpoint in the middle of an accumulation would lose the gradients gathered so far, and a resume from it "
+           "would differ from the uninterrupted run; make it a multiple", p)
     if c.onnx and (problem := onnx_opset_problem(c.onnx_exporter, c.onnx_opset)):
         p.append(problem + ", or pass --no-onnx")
     if p:

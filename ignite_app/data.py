@@ -399,6 +399,10 @@ class EpochShuffleBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return (self.size + self.batch_size - 1) // self.batch_size
 
+    def global_batch_len(self, index: int) -> int:
+        """How many samples global batch `index` of an epoch holds, over all ranks (the last one may be partial)."""
+        return min(self.batch_size, self.size - index * self.batch_size)
+
     def __iter__(self) -> Iterator[list[int]]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.size, generator=generator)
@@ -410,6 +414,9 @@ class EpochShuffleBatchSampler(Sampler[list[int]]):
 def check_global_batch(size: int, batch_size: int, world_size: int) -> None:
     """Every rank needs at least one sample of every global batch, the epoch's last (partial) one included."""
     last = size % batch_size or batch_size
+    if world_size > 1 and batch_size < world_size:
+        raise UserError(f"--batch-size {batch_size} is the global batch, split across {world_size} processes: each "
+                        f"needs at least one sample of it. Use a --batch-size of at least {world_size}.")
     if world_size > 1 and min(batch_size, last) < world_size:
         raise UserError(
             f"--batch-size {batch_size} is the global batch, split across {world_size} processes, but the last batch "

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -35,6 +36,8 @@ def check_output(output: Path, force: bool) -> None:
     parent = next((p for p in output.parents if p.exists()), Path("."))
     if not parent.is_dir():
         raise UserError(f"--output {output}: {parent} is a file, not a directory.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--output {output}: {parent} is not writable by this user; choose a writable location.")
 
 
 def load_trained_model(spec: str, data_dir: Optional[str] = None):
@@ -69,11 +72,16 @@ def export(argv: Optional[Sequence[str]] = None) -> None:
     from ignite_app.onnx_tools import export_and_verify, model_metadata
 
     model, config, splits, checkpoint = load_trained_model(args.checkpoint, args.data_dir)
-    report = export_and_verify(
-        model, verification_images(splits), output, args.onnx_opset, args.onnx_exporter,
-        metadata=model_metadata(config.dataset, splits.info.classes, checkpoint.meta["run_id"], splits.info.channels,
-                                splits.info.size),
-    )
+    try:
+        report = export_and_verify(
+            model, verification_images(splits), output, args.onnx_opset, args.onnx_exporter,
+            metadata=model_metadata(config.dataset, splits.info.classes, checkpoint.meta["run_id"], splits.info.channels,
+                                    splits.info.size),
+        )
+    except OSError as exc:  # a directory the checks above cannot see through (read-only mount, /proc, quota)
+        if exc.filename is None or Path(exc.filename).resolve() not in (output.resolve(), output.parent.resolve()):
+            raise
+        raise UserError(f"Cannot write --output {output}: {exc.strerror}. Choose a writable location.") from None
     print(f"Exported {checkpoint.origin} to {output}: {report.exporter} exporter, opset {report.opset}, "
           f"{report.file_size_bytes} bytes; onnxruntime matches PyTorch at batch sizes {report.batch_sizes} "
           f"(max |diff| {report.max_abs_diff:.2e}); export {report.export_seconds:.2f} s, verify {report.verify_seconds:.2f} s")

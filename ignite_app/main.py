@@ -36,6 +36,8 @@ def _speaks(error: AppError) -> bool:
     """Rank 0 reports the errors that all ranks raise alike (bad input, a stop they made together); a rank that lost
     its peers says so itself. RANK is the launcher's (torchrun, idist's spawn), read from the environment because the
     process group is gone by the time an error reaches here."""
+    if getattr(error, "reported", False):  # a spawned process already said it (distributed.WorkerFailed)
+        return False
     return os.environ.get("RANK", "0") == "0" or type(error).__name__ == "PeerLost"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import netrc
 import os
+from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse
 
@@ -52,6 +53,8 @@ def resolve_mode(requested: str, environ: Optional[dict] = None) -> str:
             mode = "disabled"
         else:
             mode = "online" if api_key_configured(environ) else "offline"
+    if mode != "disabled":
+        check_wandb_dir(environ.get("WANDB_DIR"))
     if mode == "online" and not api_key_configured(environ):
         raise UserError(
             "W&B online mode was asked for (--wandb-mode online or WANDB_MODE=online) but no API key is configured "
@@ -59,6 +62,24 @@ def resolve_mode(requested: str, environ: Optional[dict] = None) -> str:
             "--wandb-mode offline and upload later with `wandb sync`."
         )
     return mode
+
+
+def check_wandb_dir(wandb_dir: Optional[str]) -> None:
+    """$WANDB_DIR must be a directory W&B can create or write to: W&B itself only warns and puts the run under the
+    system's temporary directory, where neither the user nor `--resume wandb/offline-run-...` would look."""
+    if not wandb_dir:
+        return
+    path = Path(wandb_dir).expanduser()
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise UserError(f"The environment variable WANDB_DIR={wandb_dir!r} points at a file ({candidate}), not "
+                                "a directory; set it to a directory for the W&B run files (it is created if missing), "
+                                "or unset it.")
+            if not os.access(candidate, os.W_OK | os.X_OK):
+                raise UserError(f"The environment variable WANDB_DIR={wandb_dir!r}: {candidate} is not writable by "
+                                "this user; set it to a directory you can write to, or unset it.")
+            return
 
 
 def given_run_id(environ: Optional[dict] = None) -> Optional[str]:

@@ -76,6 +76,8 @@ FLAG_CASES = [
     (["--handler", f"{ROOT / 'tests' / 'user_handlers.py'}:count_epochs", "--handler-arg", "kee=x"],
      "unexpected keyword argument 'kee' (it takes key; a handler is called as fn(app, **kwargs))"),
     (["--handler", "no-such-handler"], "no handler of that name"),
+    (["--accumulation-steps", "3", "--checkpoint-every", "5"],
+     "--checkpoint-every 5 is not a multiple of --accumulation-steps 3"),
 ]
 
 
@@ -111,6 +113,9 @@ CONFIG_CASES = [
     ("epochz: 3\n", "unknown option(s): epochz"),
     ("- epochs\n", "must hold a mapping of option names to values, not list"),
     ("epochs: [\n", "is not valid YAML"),
+    ("handler: 5\n", "handler in {path} must be text or a list of texts (one per entry), got 5"),
+    ("handler: {hard-examples: {every: 2}}\n", "handler in {path} must be text or a list of texts"),
+    ("handler: [hard-examples, 3]\n", "handler in {path} must be text (one per entry), got 3"),
     (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "is not a UTF-8 text file"),
 ]
 
@@ -133,6 +138,18 @@ def test_missing_config_file(isolated, capsys):
 def test_bogus_wandb_mode_in_the_environment(isolated, capsys, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "bogus")
     expect_user_error(lambda: main(DIGITS), isolated, capsys, "WANDB_MODE='bogus' is not a W&B mode")
+
+
+@pytest.mark.parametrize("where, fragment", [
+    ("a-file", "WANDB_DIR={path!r} points at a file"),
+    ("a-file/wandb", "WANDB_DIR={path!r} points at a file"),
+])
+def test_wandb_dir_that_is_not_a_directory(isolated, capsys, monkeypatch, where, fragment):
+    """W&B itself only warns and writes the run under /tmp, where neither the user nor a resume looks."""
+    (isolated / "a-file").write_text("not a directory")
+    path = str(isolated / where)
+    monkeypatch.setenv("WANDB_DIR", path)
+    expect_user_error(lambda: main(DIGITS), isolated, capsys, fragment.format(path=path))
 
 
 # ------------------------------------------------------------------ companion scripts
