@@ -292,7 +292,8 @@ def coerce(name: str, value: Any, from_text: bool = False) -> Any:
         bad = [v for v in items if not isinstance(v, str)]
         if bad:
             raise ValueError(f"must be text (one per entry), got {bad[0]!r}")
-        return tuple(items)
+        # a sweep agent's null (`--handler=None`) means no handler, as for the other lists
+        return tuple(v for v in items if not (from_text and v.strip().lower() in NONE_WORDS))
     if kind is tuple:
         if value is None:
             return ()
@@ -302,7 +303,11 @@ def coerce(name: str, value: Any, from_text: bool = False) -> Any:
         elif not isinstance(value, (list, tuple)):
             value = [value]
         return tuple(_scalar(meta["item"], v) for v in value)
-    if value is None or (optional and isinstance(value, str) and value.strip().lower() in NONE_WORDS):
+    # text that means null: unset for an optional value; for a required free-text one (--output-dir) not a value
+    # (`--output-dir=None` from a sweep agent would otherwise write under ./None, and '' into the current directory)
+    spelled_null = isinstance(value, str) and value.strip().lower() in NONE_WORDS and (optional or (
+        kind is str and "choices" not in meta))
+    if value is None or spelled_null:
         if optional:
             return None
         raise ValueError("needs a value")
