@@ -66,7 +66,7 @@ def test_config_file_problems_are_user_errors(tmp_path):
 
 
 def test_unknown_choice_is_a_user_error_with_exit_code_2():
-    with pytest.raises(UserError, match="--dataset must be one of mnist, fashion-mnist, digits, got 'imagenet'") as exc:
+    with pytest.raises(UserError, match="--dataset must be one of mnist, fashion-mnist, digits, cifar10, imagefolder, got 'imagenet'") as exc:
         parse(["--dataset", "imagenet"])
     assert exc.value.exit_code == 2
 
