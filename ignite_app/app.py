@@ -172,7 +172,8 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     info = splits.info
     print(f"Data: {config.dataset} from {splits.source}: {len(splits.train)} train, {len(splits.val)} validation, "
           f"{len(splits.test)} test images", flush=True)
-    model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std).to(device)
+    model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std,
+                        channels_last=config.channels_last).to(device)
     optimizer = build_optimizer(config, model.parameters())
     loss_fn = nn.CrossEntropyLoss()
     engines = create_engines(model, optimizer, loss_fn, device, amp=config.amp,

@@ -31,7 +31,8 @@ def load_trained_model(spec: str, data_dir: Optional[str] = None):
     config = parse(["--data-dir", data_dir] if data_dir else [], base=checkpoint.meta["config"])
     splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
     info = splits.info
-    model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std)
+    model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std,
+                        channels_last=config.channels_last)
     resume.check_model_fits(model, checkpoint)
     model.load_state_dict(checkpoint.content["model"])
     return model.eval(), config, splits, checkpoint

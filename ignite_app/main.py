@@ -4,10 +4,12 @@ Exit codes: 0 on success, 2 on bad input (argparse's convention), 1 on an unexpe
 """
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from typing import Callable, Optional, Sequence
 
+from ignite_app import tracking
 from ignite_app.cli import parse
 from ignite_app.errors import EXIT_FAILURE, EXIT_OK, EXIT_USER_ERROR, AppError
 
@@ -36,6 +38,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def train(argv: Optional[Sequence[str]] = None) -> None:
     """Parse, resolve a resume, build, run."""
     config = parse(argv)
+    if os.environ.get("RANK", "0") == "0":  # rank 0 alone talks to W&B
+        tracking.prestart(tracking.resolve_mode(config.wandb_mode))
     # heavy imports only after argument parsing, so that --help stays fast
     from ignite_app import resume
     from ignite_app.app import training
