@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ignite_app import attach_handlers, build, parse, resume  # noqa: E402
+from ignite_app.config import ONNX_EXPORTERS  # noqa: E402
 from ignite_app.onnx_tools import export_and_verify  # noqa: E402
 
 
@@ -63,7 +64,7 @@ def main() -> None:
     app.trainer.run(app.loaders.train, max_epochs=1, epoch_length=4)  # a trainer state to checkpoint
     results = checkpoint_costs(app, args.repeats)
     images = app.splits.val.images[:64]
-    for exporter in ("dynamo", "torchscript"):
+    for exporter in ONNX_EXPORTERS:
         start = time.perf_counter()
         report = export_and_verify(app.model, images, Path(args.output_dir) / f"bench-{exporter}.onnx", exporter=exporter)
         results[f"onnx_{exporter}_seconds"] = time.perf_counter() - start

@@ -2,7 +2,7 @@
 
 As a user's own handler file (the README's worked example):
 
-    python scripts/train.py --handler handlers/hard_examples.py:log_hard_examples --handler-arg every=2
+    python scripts/train.py --handler handlers/hard_examples.py:HardExamplesTable --handler-arg every=2
 
 or by its registered name (entry point group `ignite_app.handlers`): `--handler hard-examples`.
 """
@@ -16,12 +16,21 @@ from ignite.engine import Engine, Events
 
 class HardExamplesTable:
     """Each `every` epochs: the `count` misclassified validation images with the highest loss, as a wandb.Table of
-    (image, true class, predicted class, probability of the prediction, loss), logged at the trainer's iteration."""
+    (image, true class, predicted class, probability of the prediction, loss), logged at the trainer's iteration.
 
-    def __init__(self, app: Any, every: int = 1, count: int = 16) -> None:
-        if every < 1 or count < 1:
-            raise ValueError(f"every and count must be at least 1, got every={every}, count={count}")
-        self.app, self.every, self.count = app, every, count
+    A `--handler` class: it is built from the keyword arguments before anything is written (so a bad `every` stops
+    the run before it starts), and `attach(app)` is called once the app exists."""
+
+    def __init__(self, every: int = 1, count: int = 16) -> None:
+        for name, value in (("every", every), ("count", count)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+        self.every, self.count = every, count
+        self.app: Any = None
+
+    def attach(self, app: Any) -> None:
+        self.app = app
+        app.trainer.add_event_handler(Events.EPOCH_COMPLETED(every=self.every), self)
 
     @torch.no_grad()
     def __call__(self, trainer: Engine) -> None:
@@ -44,11 +53,3 @@ class HardExamplesTable:
             table.add_data(wandb.Image(images[i, 0].numpy()), classes[labels[i]], classes[predicted[i]],
                            float(probs[i]), float(losses[i]))
         app.wandb_logger.log({"validation/hard_examples": table}, step=trainer.state.iteration)
-
-    def attach(self, trainer: Engine) -> None:
-        trainer.add_event_handler(Events.EPOCH_COMPLETED(every=self.every), self)
-
-
-def log_hard_examples(app: Any, every: int = 1, count: int = 16) -> None:
-    """`--handler` entry point: the callable receives the app and attaches what it wants."""
-    HardExamplesTable(app, every, count).attach(app.trainer)

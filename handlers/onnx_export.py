@@ -1,6 +1,6 @@
 """An Ignite handler that exports the model to ONNX, verifies it with onnxruntime, and logs it to W&B.
 
-    exporter = OnnxExportHandler(model, images, run_dir, run, opset=18, exporter="dynamo")
+    exporter = OnnxExportHandler(model, images, run_dir, run)   # opset, exporter: config.py's defaults
     exporter.attach(trainer, evaluator, on_best=True)   # COMPLETED, and each new best validation score
 
 A failed export or verification is printed and recorded in the W&B summary (`onnx/error`); training goes on and
@@ -8,6 +8,7 @@ keeps its checkpoints, unless `strict=True` makes it fatal.
 """
 from __future__ import annotations
 
+import shutil
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -17,6 +18,8 @@ from ignite.engine import Engine, Events
 from ignite.handlers.checkpoint import CheckpointEvents
 from torch import nn
 
+from ignite_app.config import (DEFAULT_ONNX_EXPORTER, DEFAULT_ONNX_OPSET, ONNX_OPSETS, ONNX_VERIFY_BATCH_SIZES,
+                               onnx_opset_problem)
 from ignite_app.onnx_tools import OnnxReport, export_and_verify
 
 
@@ -29,17 +32,20 @@ class OnnxExportHandler:
         images: torch.Tensor,
         directory: Path,
         run: Any = None,
-        opset: int = 18,
-        exporter: str = "dynamo",
+        opset: int = DEFAULT_ONNX_OPSET,
+        exporter: str = DEFAULT_ONNX_EXPORTER,
         tolerance: float = 1e-4,
         strict: bool = False,
         metadata: Optional[dict[str, str]] = None,
         log: Callable[[str], None] = print,
     ) -> None:
-        if len(images) < 37:
-            raise ValueError(f"OnnxExportHandler needs at least 37 validation images to verify, got {len(images)}")
-        if opset < 7:
-            raise ValueError(f"opset must be >= 7, got {opset}")
+        if len(images) < max(ONNX_VERIFY_BATCH_SIZES):
+            raise ValueError(f"OnnxExportHandler needs at least {max(ONNX_VERIFY_BATCH_SIZES)} validation images to "
+                             f"verify, got {len(images)}")
+        if exporter not in ONNX_OPSETS:
+            raise ValueError(f"exporter must be one of {', '.join(ONNX_OPSETS)}, got {exporter!r}")
+        if problem := onnx_opset_problem(exporter, opset, "opset"):
+            raise ValueError(problem)
         self.model, self.images, self.directory, self.run = model, images, Path(directory), run
         self.opset, self.exporter, self.tolerance, self.strict = opset, exporter, tolerance, strict
         self.metadata, self.log = metadata, log
@@ -84,7 +90,9 @@ class OnnxExportHandler:
         artifact = wandb.Artifact(f"onnx-{self.run.id}", type="model", metadata=report.as_summary(""))
         artifact.add_file(str(path), name=path.name)
         self.run.log_artifact(artifact, aliases=["latest", "best"] if best else ["latest"])
-        self.run.save(str(path), base_path=str(path.parent), policy="now")
+        # a copy inside the run's files directory: `run.save` of a file outside it symlinks it and prints a warning
+        shutil.copyfile(path, Path(self.run.dir) / path.name)
+        self.run.save(str(Path(self.run.dir) / path.name), base_path=self.run.dir, policy="now")
 
     def attach(self, trainer: Engine, evaluator: Optional[Engine] = None, on_best: bool = False) -> None:
         """On trainer COMPLETED; with on_best, also whenever the best-score Checkpoint on `evaluator` saves."""

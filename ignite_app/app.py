@@ -9,24 +9,28 @@
 from __future__ import annotations
 
 import math
+import os
 import secrets
 import string
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, EarlyStopping, ProgressBar, TerminateOnNan, Timer
 from ignite.handlers.utils import global_step_from_engine
+from ignite.metrics import Frequency
 from ignite.utils import manual_seed
 from torch import nn
 
 from ignite_app.handlers.onnx_export import OnnxExportHandler
 from ignite_app.handlers.wandb_checkpoint import WandBCheckpointSaver
-from ignite_app import plugins, resume, tracking
-from ignite_app.config import Config
+from ignite_app import distributed, plugins, resume, tracking
+from ignite_app.config import ONNX_VERIFY_BATCH_SIZES, Config, validate
 from ignite_app.data import Loaders, Splits, load_splits, make_loaders
 from ignite_app.engines import GradNormClipper, create_engines
 from ignite_app.errors import TrainingStopped, UserError
@@ -61,9 +65,18 @@ class App:
     onnx_exporter: Optional[OnnxExportHandler] = None
     grad_clipper: Optional[GradNormClipper] = None
     user_handlers: list[Callable[["App"], None]] = field(default_factory=list)  # --handler, resolved
+    stop_together: distributed.StopTogether = field(default_factory=distributed.StopTogether)
+    attached: bool = False  # attach_handlers ran
+
+    def request_stop(self, reason: str) -> None:
+        """Stop training at the end of the current iteration, on every rank at the same one (a preemption signal,
+        a handler's decision); calling `trainer.terminate()` on one rank would leave the others in a collective."""
+        self.stop_together.request(reason)
 
     def log(self, message: str) -> None:
-        """Print without tearing the progress bar."""
+        """Print without tearing the progress bar; rank 0 speaks for all ranks."""
+        if not distributed.is_main():
+            return
         if self.progress_bar is not None:
             self.progress_bar.log_message(message)
         else:
@@ -82,12 +95,18 @@ class App:
         state = self.trainer.state
         self.loaders.train.batch_sampler.start_batch = state.iteration % state.epoch_length
         self.to_save["rng"].load_state_dict(content["rng"])
+        written_by, now = self.to_save["rng"].saved_world_size, distributed.world_size()
+        if written_by != now:
+            self.log(f"Warning: the checkpoint was written by {written_by} process(es) and continues in {now}: each "
+                     "process's share of the batches and its random numbers differ, so the result is no longer "
+                     f"bit-exact with an uninterrupted {written_by}-process run.")
         done, into = divmod(state.iteration, state.epoch_length)
         where = f"{into} iterations into epoch {done + 1}" if into else f"after epoch {done}"
         self.log(f"Resumed from {checkpoint.origin} at iteration {state.iteration} ({where}); W&B run {self.run_id}")
 
     def run(self) -> dict[str, float]:
         """Train for config.epochs (continuing a checkpoint if given), then evaluate the test set once."""
+        attach_handlers(self)  # no-op when the caller attached them already
         state = self.trainer.state
         if self.checkpoint is not None:
             self.restore(self.checkpoint)
@@ -99,6 +118,8 @@ class App:
             self.trainer.run(self.loaders.train, max_epochs=self.config.epochs)
         if not math.isfinite(self.trainer.state.output if self.trainer.state.output is not None else 0.0):
             self._stop_diverged()
+        if self.stop_together.reason:
+            self.log(f"Training stopped at iteration {self.trainer.state.iteration}: {self.stop_together.reason}.")
         if self.trainer.state.epoch < self.config.epochs and "early_stopping" in self.to_save:
             self.log(f"Early stopping after epoch {self.trainer.state.epoch}: validation accuracy did not improve "
                      f"for {self.config.early_stopping} epoch(s).")
@@ -161,24 +182,30 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     With a checkpoint the run continues it: same run id, same output directory, same W&B run. Everything that can
     fail on bad input is checked before anything is written.
     """
+    config = validate(config)  # a Config built in Python gets the same checks as one parsed from flags
     wandb_mode = tracking.resolve_mode(config.wandb_mode)
     user_handlers = plugins.load_handlers(config.handler)
-    device = resolve_device(config.device)
-    manual_seed(config.seed)
-    splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
+    device = distributed.device(resolve_device(config.device))
+    if checkpoint is None:
+        check_output_dir(Path(config.output_dir))
+    rank, world_size = distributed.rank(), distributed.world_size()
+    # each rank draws its own dropout/augmentation numbers; DDP starts every rank from rank 0's weights
+    manual_seed(config.seed + rank if world_size > 1 else config.seed)
+    with idist.one_rank_first(local=True):  # one process per machine fills the data cache, the others then read it
+        splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
+    check_split_sizes(config, splits)
     loaders = make_loaders(
-        splits, config.batch_size, config.val_batch_size, config.seed, config.num_workers, device.type == "cuda"
+        splits, config.batch_size, config.val_batch_size, config.seed, config.num_workers, device.type == "cuda",
+        rank=rank, world_size=world_size,
     )
     info = splits.info
-    print(f"Data: {config.dataset} from {splits.source}: {len(splits.train)} train, {len(splits.val)} validation, "
-          f"{len(splits.test)} test images", flush=True)
     model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std,
                         channels_last=config.channels_last).to(device)
     optimizer = build_optimizer(config, model.parameters())
     loss_fn = nn.CrossEntropyLoss()
     engines = create_engines(model, optimizer, loss_fn, device, amp=config.amp,
                              accumulation_steps=config.accumulation_steps, clip_grad_norm=config.clip_grad_norm,
-                             compile_model=config.compile)
+                             compile_model=config.compile, wrap=distributed.wrap_model)
     epoch_length = len(loaders.train)
     if config.warmup_iters >= config.epochs * epoch_length:
         raise UserError(f"--warmup-iters {config.warmup_iters} is not shorter than the whole run "
@@ -189,11 +216,18 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     )
     if checkpoint is not None:
         resume.check_model_fits(model, checkpoint)
+    # rank 0 chooses the run id and directory for all; it alone writes files and talks to W&B
+    run_id, location = distributed.decided_by_rank_zero(
+        lambda: (lambda run_id, path: (run_id, str(path)))(*_run_location(config, checkpoint)))
+    output_dir = Path(location)
+    check_output_dir(output_dir)
     # the last of the checks: from here on, files and the W&B run are written
-    run_id, output_dir = _run_location(config, checkpoint)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    config.save(output_dir / "config.yaml")
-    logger = tracking.create_logger(config, run_id, wandb_mode, resume=checkpoint is not None)
+    if rank == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        config.save(output_dir / "config.yaml")
+    logger = tracking.create_logger(config, run_id, wandb_mode if rank == 0 else "disabled", resume=checkpoint is not None)
+    if rank == 0:
+        print_start(config, run_id, output_dir, device, splits, logger)
     to_save = {
         "model": model, "optimizer": optimizer, "trainer": engines.trainer,
         "rng": RNGStates(), "meta": RunMeta(run_id, config.to_dict()),
@@ -210,6 +244,52 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
         grad_clipper=engines.grad_norm, user_handlers=user_handlers,
         min_log_step=tracking.resumed_step(logger) if checkpoint is not None else 0,
     )
+
+
+def check_output_dir(path: Path) -> None:
+    """--output-dir (or a resumed run's directory) must be a directory this process can create and write to."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                what = "--output-dir" if candidate == path else f"--output-dir {path}: its parent"
+                raise UserError(f"{what} {candidate} is a file, not a directory; pass --output-dir a directory "
+                                "(it is created if missing), e.g. --output-dir runs.")
+            if not os.access(candidate, os.W_OK | os.X_OK):
+                raise UserError(f"--output-dir {path}: {candidate} is not writable by this user; pass --output-dir "
+                                "a directory you can write to.")
+            return
+
+
+def check_split_sizes(config: Config, splits: Splits) -> None:
+    """Enough images in each split for what the run does with it (known only once the dataset is read)."""
+    total = len(splits.train) + len(splits.val)
+    if len(splits.train) < 1:
+        raise UserError(f"--val-fraction {config.val_fraction} leaves no training images (all {total} of "
+                        f"{config.dataset}'s training set go to validation); lower it, e.g. to 0.1.")
+    need = max(ONNX_VERIFY_BATCH_SIZES)
+    if config.onnx and len(splits.val) < need:
+        raise UserError(
+            f"--val-fraction {config.val_fraction} leaves {len(splits.val)} validation images, but verifying the "
+            f"ONNX export needs {need} (it compares onnxruntime with PyTorch at batch sizes "
+            f"{' and '.join(map(str, ONNX_VERIFY_BATCH_SIZES))}); raise --val-fraction to at least "
+            f"{math.ceil(need / total * 1000) / 1000}, or pass --no-onnx."
+        )
+
+
+def print_start(config: Config, run_id: str, output_dir: Path, device: torch.device, splits: Splits, logger) -> None:
+    """The few values that say what this run is; the whole config is in config.yaml."""
+    kernels = f" {' '.join(map(str, config.kernels))}" if config.model == "convnet" else ""
+    lines = [
+        f"Run {run_id}: {config.dataset} ({len(splits.train)} train / {len(splits.val)} validation / "
+        f"{len(splits.test)} test images, from {splits.source})",
+        f"  model {config.model}{kernels}, {config.optimizer} lr {config.lr:g}, {config.epochs} epoch"
+        f"{'s' if config.epochs != 1 else ''} of batch "
+        f"{config.batch_size}, device {device}" + (f", preset {config.preset}" if config.preset else "")
+        + (f", {idist.get_world_size()} processes ({idist.backend()})" if idist.get_world_size() > 1 else ""),
+        f"  outputs {output_dir}/ (every setting: {output_dir / 'config.yaml'})",
+        "  " + tracking.describe_run(logger),
+    ]
+    print("\n".join(lines), flush=True)
 
 
 def _run_location(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint]) -> tuple[str, Path]:
@@ -242,24 +322,18 @@ class AtMostEvery:
 
 
 def _attach_throughput(app: App) -> None:
-    """Samples/second and epoch time (Ignite's Timer over the epoch's iterations), logged each epoch."""
+    """Samples/second (Ignite's Frequency metric, summed over ranks) and epoch time (Ignite's Timer), each epoch."""
+    trainer = app.trainer
     timer = Timer(average=False)
-    timer.attach(app.trainer, start=Events.EPOCH_STARTED, pause=Events.EPOCH_COMPLETED)
-    samples = {"n": 0}
+    timer.attach(trainer, start=Events.EPOCH_STARTED, pause=Events.EPOCH_COMPLETED)
+    Frequency(output_transform=lambda _: len(trainer.state.batch[1])).attach(
+        trainer, "samples_per_second", event_name=Events.EPOCH_COMPLETED)
 
-    @app.trainer.on(Events.EPOCH_STARTED)
-    def _reset(_: Engine) -> None:
-        samples["n"] = 0
-
-    @app.trainer.on(Events.ITERATION_COMPLETED)
-    def _count(engine: Engine) -> None:
-        samples["n"] += len(engine.state.batch[1])
-
-    @app.trainer.on(Events.EPOCH_COMPLETED)
+    @trainer.on(Events.EPOCH_COMPLETED)
     def _log(engine: Engine) -> None:
-        seconds = timer.value()
         app.wandb_logger.log(
-            {"training/samples_per_second": samples["n"] / max(seconds, 1e-9), "training/epoch_time": seconds},
+            {"training/samples_per_second": engine.state.metrics["samples_per_second"],
+             "training/epoch_time": timer.value()},
             step=engine.state.iteration,
         )
 
@@ -270,7 +344,7 @@ def _attach_validation(app: App) -> None:
         app.evaluator.run(app.loaders.val)
         metrics = app.evaluator.state.metrics
         app.log(
-            f"Epoch {engine.state.epoch}/{engine.state.max_epochs}  "
+            f"Epoch {engine.state.epoch}/{engine.state.max_epochs}  training loss {engine.state.output:.4f}  "
             f"validation accuracy {metrics['accuracy']:.4f}  loss {metrics['loss']:.4f}"
         )
 
@@ -336,7 +410,7 @@ def _attach_checkpoints(app: App) -> None:
 
 def _attach_onnx(app: App) -> None:
     cfg = app.config
-    if not cfg.onnx:
+    if not cfg.onnx or not distributed.is_main():  # rank 0 exports the unwrapped model; the others train on
         return
     from ignite_app.onnx_tools import model_metadata
 
@@ -349,16 +423,22 @@ def _attach_onnx(app: App) -> None:
 
 
 def attach_handlers(app: App) -> App:
-    """The one place where handlers are attached to the engines."""
+    """The one place where handlers are attached to the engines (once: `App.run` calls it if you did not)."""
+    if app.attached:
+        return app
+    app.attached = True
     trainer = app.trainer
     sampler = app.loaders.train.batch_sampler
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
+    # first of all ITERATION_COMPLETED handlers: the loss they see is the mean over ranks, stops are made together
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, app.stop_together)
     if app.config.terminate_on_nan:
         trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
     if "lr_scheduler" in app.to_save:
         trainer.add_event_handler(Events.ITERATION_STARTED, app.to_save["lr_scheduler"])
     _attach_throughput(app)
-    if app.config.progress_bar:
+    # tqdm writes to stderr; piped into a file or a CI log its redraws are fragments: there the per-epoch line says it
+    if app.config.progress_bar and sys.stderr.isatty() and distributed.is_main():
         app.progress_bar = ProgressBar(persist=False)
         app.progress_bar.attach(trainer, output_transform=lambda loss: {"loss": loss},
                                 event_name=Events.ITERATION_COMPLETED(event_filter=AtMostEvery(0.2)))

@@ -1,16 +1,19 @@
 """Command line -> Config. Every Config field is a flag in both spellings (`--batch-size`, `--batch_size`),
 `--key=value` works (what a W&B sweep agent passes), and `--config FILE.yaml` supplies values that flags override.
 
-Keep imports light: `--help` must not import torch, torchvision or wandb.
+argparse only collects the text of the flags that were given; converting and checking it is the schema's job
+(`config.resolve`), the same for flags, files, presets and checkpoints. Keep imports light: `--help` must not
+import torch, torchvision or wandb.
 """
 from __future__ import annotations
 
 import argparse
-import re
-from dataclasses import MISSING, fields
-from typing import Any, Callable, Optional, Sequence
+import shlex
+import sys
+from dataclasses import fields
+from typing import Any, Mapping, NoReturn, Optional, Sequence
 
-from ignite_app.config import PRESETS, Config, load_yaml, validate
+from ignite_app.config import FIELDS, Config, check_value, default_of, flag_of, kind_of, load_yaml, resolve
 from ignite_app.errors import UserError
 
 _GROUP_TITLES = {
@@ -22,39 +25,22 @@ _GROUP_TITLES = {
     "wandb": "Weights & Biases",
     "outputs": "outputs, checkpoints and resuming",
     "onnx": "ONNX export",
+    "distributed": "several processes (torchrun, srun, or --nproc-per-node)",
     "extensions": "extensions",
 }
 
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
-_FALSE = {"0", "false", "no", "off", "n", "f"}
 
+class ShortUsageParser(argparse.ArgumentParser):
+    """argparse that reports a mistake as a UserError (exit 2, one paragraph) after the one-line usage, instead of
+    printing its whole usage block (30 lines for train.py) before the error."""
 
-def parse_bool(text: Any) -> bool:
-    if isinstance(text, bool):
-        return text
-    value = str(text).strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
-
-def split_items(values: Any, item: Callable[[str], Any]) -> tuple:
-    """Accept `16 32`, `16,32`, `[16, 32]` (a sweep agent's spelling) or a YAML list."""
-    if values is None:
-        return ()
-    if isinstance(values, (str, int, float)):
-        values = [values]
-    tokens = [t for v in values for t in re.split(r"[\s,\[\]'\"]+", str(v)) if t]
-    try:
-        return tuple(item(t) for t in tokens)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"cannot read {list(values)!r} as a list of {item.__name__}") from None
-
-
-def _default(f) -> Any:
-    return f.default_factory() if f.default_factory is not MISSING else f.default
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise UserError(message)
 
 
 class _ListHandlersAction(argparse.Action):
@@ -75,90 +61,86 @@ class _HandlerArgAction(argparse.Action):
         specs = list(getattr(namespace, "handler", None) or [])
         if not specs:
             parser.error("--handler-arg must follow a --handler")
-        specs[-1] = f"{specs[-1]} {values}"
+        specs[-1] = f"{specs[-1]} {shlex.quote(values)}"  # a value may hold spaces
         setattr(namespace, "handler", specs)
 
 
-def _coercer(f) -> Callable[[Any], Any]:
-    """The function that turns a flag string or a YAML value into the field's type."""
-    default = _default(f)
-    if f.metadata.get("repeat"):
-        return lambda v: tuple(str(x) for x in (v or ()))
-    if "item" in f.metadata:
-        return lambda v, item=f.metadata["item"]: split_items(v, item)
-    if isinstance(default, bool):
-        return parse_bool
-    if isinstance(default, int):
-        return int
-    if isinstance(default, float):
-        return float
-    return lambda v: None if v is None else str(v)
+def _help(f) -> str:
+    default = default_of(f)
+    shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+    return f"{f.metadata['help']} (default: {shown})" if shown not in (None, "", ()) else f.metadata["help"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="train.py",
+    """Flags for every Config field; only the ones given land in the namespace (defaults come from the schema)."""
+    parser = ShortUsageParser(
+        prog="train.py", usage="%(prog)s [options]  (all options: %(prog)s --help)",
         description="Train an image classifier with PyTorch-Ignite and log it to Weights & Biases.",
-        allow_abbrev=False,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--config", metavar="FILE.yaml", help="read option values from a YAML file; flags override them")
     groups: dict[str, argparse._ArgumentGroup] = {}
     for f in fields(Config):
         group_key = f.metadata["group"]
-        group = groups.setdefault(group_key, parser.add_argument_group(_GROUP_TITLES[group_key]))
-        names = [f"--{f.name.replace('_', '-')}"]
-        if "_" in f.name:
-            names.append(f"--{f.name}")
-        kwargs: dict[str, Any] = dict(dest=f.name, default=_default(f), help=f.metadata["help"])
+        if group_key not in groups:
+            groups[group_key] = parser.add_argument_group(_GROUP_TITLES.get(group_key, group_key))
+        group = groups[group_key]
+        names = [flag_of(f.name)] + ([f"--{f.name}"] if "_" in f.name else [])
+        kwargs: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=_help(f))
         if "choices" in f.metadata:
-            kwargs["choices"] = f.metadata["choices"]
+            kwargs["metavar"] = "{" + ",".join(map(str, f.metadata["choices"])) + "}"
+        kind = kind_of(f)
         if f.metadata.get("repeat"):
-            kwargs.update(action="append", default=list(kwargs["default"]), metavar="SPEC")
-        elif "item" in f.metadata:
-            kwargs.update(nargs="+", type=str, metavar=f.name.upper().rstrip("S"))
-        elif isinstance(kwargs["default"], bool):
-            kwargs.update(nargs="?", const=True, type=parse_bool, metavar="BOOL")
+            kwargs.update(action="append", metavar="SPEC")
+        elif kind is tuple:
+            kwargs.update(nargs="+", metavar=f.name.upper().rstrip("S"))
+        elif kind is bool:
+            kwargs.update(nargs="?", const="true", metavar="BOOL")
             group.add_argument(*names, **kwargs)
-            group.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name, action="store_false", help=argparse.SUPPRESS)
+            group.add_argument(f"--no-{f.name.replace('_', '-')}", dest=f.name, action="store_const", const="false",
+                               default=argparse.SUPPRESS, help=argparse.SUPPRESS)
             continue
-        else:
-            kwargs["type"] = _coercer(f)
         group.add_argument(*names, **kwargs)
         if f.name == "handler":
-            group.add_argument("--handler-arg", "--handler_arg", action=_HandlerArgAction, metavar="KEY=VALUE",
+            group.add_argument("--handler-arg", "--handler_arg", action=_HandlerArgAction, metavar="KEY=VALUE", default=argparse.SUPPRESS,
                                help="a keyword argument for the preceding --handler (repeatable)")
             group.add_argument("--list-handlers", "--list_handlers", action=_ListHandlersAction,
                                help="list the built-in and installed handlers, then exit")
     return parser
 
 
-def config_from_namespace(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> Config:
-    values = {}
-    for f in fields(Config):
-        try:
-            values[f.name] = _coercer(f)(getattr(ns, f.name))
-        except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
-            parser.error(f"option {f.name}: {exc}")
-    return Config(**values)
+# a resumed run's own command line decides these: how to resume, which user handlers to attach, how it is launched
+NOT_INHERITED = ("resume", "auto_resume", "handler", "nproc_per_node", "backend")
 
 
-# a resumed run's own command line decides these: how to resume, and which user handlers to attach
-NOT_INHERITED = ("resume", "auto_resume", "handler")
-
-
-def parse(argv: Optional[Sequence[str]] = None, base: Optional[dict[str, Any]] = None) -> Config:
-    """Parse a command line and validate the result. Precedence: defaults < --preset < `base` (a checkpoint's
+def parse(argv: Optional[Sequence[str]] = None, base: Optional[Mapping[str, Any]] = None) -> Config:
+    """Parse a command line into a validated Config. Precedence: defaults < --preset < `base` (a checkpoint's
     config when resuming) < the --config file < flags."""
-    parser = build_parser()
-    pre, _ = parser.parse_known_args(argv)
-    file_values = load_yaml(pre.config) if pre.config else {}
-    preset = pre.preset or file_values.get("preset") or (base or {}).get("preset")
-    if preset in PRESETS:
-        parser.set_defaults(**PRESETS[preset])
-    if base:
-        parser.set_defaults(**{k: v for k, v in base.items() if k in Config.__dataclass_fields__ and k not in NOT_INHERITED})
-    if file_values:
-        parser.set_defaults(**file_values)
-    ns = parser.parse_args(argv)
-    return validate(config_from_namespace(ns, parser))
+    ns = vars(build_parser().parse_args(argv))
+    path = ns.pop("config", None)
+    return resolve(flags=ns, file=(path, load_yaml(path)) if path else None, base=base, not_inherited=NOT_INHERITED)
+
+
+def add_schema_option(parser: argparse.ArgumentParser, name: str, flag: Optional[str] = None, **kwargs: Any) -> None:
+    """An option of a companion script (predict.py, export_onnx.py) that is a Config field under the hood: same
+    default, and the same type, choices and range once `check_schema_options` has run."""
+    f = FIELDS[name]
+    flag = flag or flag_of(name)
+    names = [flag] + ([flag.replace("-", "_").replace("__", "--", 1)] if "-" in flag[2:] else [])
+    kwargs.setdefault("default", default_of(f))
+    text = kwargs.get("help", f.metadata["help"])
+    kwargs["help"] = text if kwargs["default"] in (None, "", ()) else f"{text} (default: {kwargs['default']})"
+    if "choices" in f.metadata:
+        kwargs.setdefault("metavar", "{" + ",".join(map(str, f.metadata["choices"])) + "}")
+    kwargs.setdefault("metavar", flag[2:].upper().replace("-", "_"))
+    parser.add_argument(*names, dest=name, **kwargs)
+    parser.set_defaults(**{f"_flag_{name}": flag})
+
+
+def check_schema_options(args: argparse.Namespace) -> argparse.Namespace:
+    """Convert and check every option added with `add_schema_option` through the Config schema (UserError)."""
+    for key in [k for k in vars(args) if k.startswith("_flag_")]:
+        name = key[len("_flag_"):]
+        if getattr(args, name) is not None:  # None: the option's own "not given" (e.g. predict.py --dataset)
+            setattr(args, name, check_value(name, getattr(args, name), getattr(args, key)))
+        delattr(args, key)
+    return args

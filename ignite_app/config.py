@@ -1,30 +1,54 @@
-"""The run's single configuration object: defaults, range checks, YAML in and out.
+"""The run's single configuration schema: every value, wherever it comes from (flags, --config files, presets, a
+checkpoint's config on resume, a W&B sweep agent's `--key=value`), is converted and checked here, and only here.
 
-Importing this module must stay cheap (no torch, no wandb): `train.py --help` builds its parser from it.
+    defaults < --preset < the checkpoint's config (resuming) < the --config file < flags
+
+Each field's metadata is its whole schema (type from its default, `choices`, `min`/`max`, `above`/`below`, `item`
+for lists, `repeat` for a repeatable flag); `resolve` converts each source's values with the same rules (text is
+read as YAML/Python literals would read it: `None`/`null` unset, `[a, 'b c']` a list, `1.7` never an int) and
+`validate` checks ranges and the rules that span fields. Importing this module must stay cheap (no torch, no
+wandb): `train.py --help` builds its parser from it.
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
-from dataclasses import dataclass, field, fields
+import math
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
 from ignite_app.errors import UserError
 
+# names and defaults, defined once (the CLI, the scripts, the handlers and the docs' tables read them from here)
 DATASETS = ("mnist", "fashion-mnist", "digits")
 MODELS = ("convnet", "net")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 WATCH_MODES = ("off", "gradients", "parameters", "all")
+BACKENDS = ("auto", "nccl", "gloo")
+LR_SCHEDULES = ("none", "cosine", "step", "onecycle")
+ONNX_EXPORTERS = ("dynamo", "torchscript")
+DEFAULT_ONNX_EXPORTER = "dynamo"
+DEFAULT_ONNX_OPSET = 18
+# the opsets each torch.onnx exporter writes as asked (torch 2.14 with onnxscript, measured for 7..24 on both models;
+# export_onnx also checks the written file's opset_import): dynamo implements opset 18 and up and reaches lower ones
+# only through a version converter that, when it fails (opsets <= 14 here), silently keeps 18; 24 is beyond what the
+# torchscript exporter writes and what we verify with onnxruntime
+ONNX_OPSETS = {"dynamo": (18, 23), "torchscript": (7, 23)}
+# the batch sizes an exported model is verified at (onnxruntime vs PyTorch): the validation split needs this many
+ONNX_VERIFY_BATCH_SIZES = (1, 37)
+SEED_MAX = 2**32 - 1  # numpy's seed range; torch's is wider
 
 
 def _opt(default: Any, help: str, group: str, **extra: Any) -> Any:
     """A dataclass field that carries its whole schema: CLI help and group, and the checks every source of values
     (flags, --config files, presets, checkpoints, sweeps) goes through: `choices`, `min`/`max` (inclusive),
-    `above`/`below` (exclusive), `item` (element type of a list), `repeat` (a repeatable flag)."""
+    `above`/`below` (exclusive), `item` (element type of a list), `repeat` (a repeatable flag), `type` (the value
+    type of a field whose default is None: str unless given; the type of the default otherwise)."""
     meta = {"help": help, "group": group, **extra}
     if isinstance(default, (list, tuple)):
         return field(default_factory=lambda: tuple(default), metadata=meta)
@@ -60,14 +84,15 @@ class Config:
     momentum: float = _opt(0.5, "SGD momentum (ignored by adam/adamw)", "optimization", min=0.0, below=1.0)
     weight_decay: float = _opt(0.0, "weight decay", "optimization", min=0.0)
     epochs: int = _opt(5, "number of training epochs", "optimization", min=1)
-    batch_size: int = _opt(128, "training batch size", "optimization", min=1)
-    val_batch_size: int = _opt(1000, "validation and test batch size", "optimization", min=1)
+    batch_size: int = _opt(128, "training batch size: the global batch, split evenly across processes when there "
+                           "are several (torchrun, --nproc-per-node)", "optimization", min=1)
+    val_batch_size: int = _opt(1000, "validation and test batch size (global, like --batch-size)", "optimization", min=1)
     seed: int = _opt(42, "random seed: same seed and flags give the same metrics on the CPU", "optimization",
-                     min=0, max=2**32 - 1)
+                     min=0, max=SEED_MAX)
     device: str = _opt("auto", "auto (cuda when available), cpu or cuda", "optimization", choices=DEVICES)
     # training extras (Ignite handlers and engine options)
     lr_schedule: str = _opt("none", "lr schedule, stepped every iteration (Ignite param schedulers)", "extras",
-                            choices=("none", "cosine", "step", "onecycle"))
+                            choices=LR_SCHEDULES)
     warmup_iters: int = _opt(0, "linear lr warm-up from 0 over N iterations (not with onecycle, which has its own)", "extras",
                              min=0)
     lr_step_epochs: int = _opt(2, "step schedule: multiply the lr by --lr-gamma every N epochs", "extras", min=1)
@@ -105,10 +130,17 @@ class Config:
     # ONNX
     onnx: bool = _opt(True, "export the model to ONNX at the end, verify it with onnxruntime and log it to W&B", "onnx")
     onnx_on_best: bool = _opt(False, "also export on each new best validation accuracy (model-best.onnx)", "onnx")
-    onnx_opset: int = _opt(18, "ONNX opset to export", "onnx", min=7, max=23)
-    onnx_exporter: str = _opt("dynamo", "torch.onnx exporter: dynamo (dynamic_shapes) or torchscript (dynamic_axes)", "onnx",
-                              choices=("dynamo", "torchscript"))
+    onnx_opset: int = _opt(DEFAULT_ONNX_OPSET, "ONNX opset to write: " + ", ".join(
+        f"{name} {low}..{high}" for name, (low, high) in ONNX_OPSETS.items()), "onnx",
+        min=min(low for low, _ in ONNX_OPSETS.values()), max=max(high for _, high in ONNX_OPSETS.values()))
+    onnx_exporter: str = _opt(DEFAULT_ONNX_EXPORTER, "torch.onnx exporter: dynamo (dynamic_shapes) or torchscript "
+                              "(dynamic_axes)", "onnx", choices=ONNX_EXPORTERS)
     onnx_strict: bool = _opt(False, "make a failed ONNX export or verification fatal (default: report and go on)", "onnx")
+    # several processes
+    nproc_per_node: int = _opt(1, "spawn N training processes on this machine (idist.Parallel); only without a launcher: "
+                               "under torchrun or srun, the launcher's process count applies", "distributed", min=1)
+    backend: str = _opt("auto", "torch.distributed backend with several processes: auto = nccl on CUDA GPUs, gloo on "
+                        "the CPU", "distributed", choices=BACKENDS)
     # extensions
     handler: tuple = _opt(
         (), "attach a handler: package.module:callable or path/file.py:callable, optionally followed by "
@@ -131,48 +163,256 @@ PRESETS: dict[str, dict[str, Any]] = {
     "fast": {"epochs": 2, "lr_schedule": "onecycle", "lr": 0.01},
 }
 
+FIELDS: dict[str, Field] = {f.name: f for f in fields(Config)}
+
+# text that means "unset" for an optional value: YAML's null spellings and Python's None (what a W&B sweep agent
+# writes for a null parameter: `--wandb_name=None`)
+NONE_WORDS = frozenset({"none", "null", "~", ""})
+TRUE_WORDS = frozenset({"true", "yes", "on", "y", "t", "1"})  # YAML 1.1's booleans and Python's True
+FALSE_WORDS = frozenset({"false", "no", "off", "n", "f", "0"})
+
 
 def field_names() -> list[str]:
-    return [f.name for f in fields(Config)]
+    return list(FIELDS)
+
+
+def default_of(f: Field) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+def kind_of(f: Field) -> type:
+    """The Python type of a field's values (the type of its default; `type=` in its metadata for a None default)."""
+    default = default_of(f)
+    if f.metadata.get("repeat") or "item" in f.metadata:
+        return tuple
+    if default is None:
+        return f.metadata.get("type", str)
+    return type(default)
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+_KIND_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def _scalar(kind: type, value: Any, choices: Sequence[Any] = ()) -> Any:
+    """One value as `kind`; text is read by YAML/Python literal rules. Raises ValueError("must be ...")."""
+    if isinstance(value, str):
+        text = value.strip()
+        if kind is str:
+            return value
+        if kind is bool:
+            if text.lower() in TRUE_WORDS:
+                return True
+            if text.lower() in FALSE_WORDS:
+                return False
+        else:
+            try:
+                return int(text) if kind is int else _scalar(float, float(text))
+            except ValueError:
+                try:
+                    return _scalar(kind, float(text))  # "2.0", "1e3" for an int; "1.7" is refused there
+                except ValueError as exc:
+                    if "must be" in str(exc):
+                        raise
+        raise ValueError(f"must be {_KIND_WORDS[kind]}, got {value!r}")
+    if isinstance(value, bool):
+        if kind is bool:
+            return value
+        # YAML reads an unquoted `off`/`on` as a boolean: map it back to the choice it spelled
+        words = TRUE_WORDS if value else FALSE_WORDS
+        spelled = [c for c in choices if isinstance(c, str) and c.lower() in words]
+        if kind is str and spelled:
+            return spelled[0]
+    elif isinstance(value, int):
+        if kind is int:
+            return value
+        if kind is float:
+            return float(value)
+        if kind is str:
+            return str(value)
+    elif isinstance(value, float):
+        if kind in (int, float) and not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value!r}")
+        if kind is float:
+            return value
+        if kind is int and value.is_integer():
+            return int(value)
+        if kind is str:
+            return str(value)
+    raise ValueError(f"must be {_KIND_WORDS.get(kind, kind.__name__)}, got {value!r}")
+
+
+def split_list_text(text: str) -> list[Any]:
+    """A list given as text: `[16, 32]` or `['a', 'b c']` (Python or YAML flow syntax, what a sweep agent writes),
+    `16,32`, one item, or `None`/`null` for an empty list."""
+    text = text.strip()
+    if text.lower() in NONE_WORDS:
+        return []
+    if text.startswith("["):
+        try:
+            items = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            try:
+                items = yaml.safe_load(text)
+            except yaml.YAMLError:
+                raise ValueError(f"cannot read {text!r} as a list (write it as [a, b] or a b)") from None
+        if not isinstance(items, (list, tuple)):
+            raise ValueError(f"cannot read {text!r} as a list")
+        return list(items)
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def coerce(name: str, value: Any, from_text: bool = False) -> Any:
+    """`value` as field `name`'s type, or ValueError("must be ..."). `from_text`: the value is command-line text
+    (lists are then split by `split_list_text`); otherwise it is typed already (YAML, a checkpoint, a preset)."""
+    f = FIELDS[name]
+    meta, kind, optional = f.metadata, kind_of(f), default_of(f) is None
+    if meta.get("repeat"):  # one string per occurrence (a handler spec holds spaces and commas: never split)
+        items = [value] if isinstance(value, str) else list(value or ())
+        bad = [v for v in items if not isinstance(v, str)]
+        if bad:
+            raise ValueError(f"must be text (one per entry), got {bad[0]!r}")
+        return tuple(items)
+    if kind is tuple:
+        if value is None:
+            return ()
+        if from_text or isinstance(value, str):
+            texts = value if isinstance(value, (list, tuple)) else [value]
+            value = [item for text in texts for item in split_list_text(str(text))]
+        elif not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(_scalar(meta["item"], v) for v in value)
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in NONE_WORDS):
+        if optional:
+            return None
+        raise ValueError("needs a value")
+    return _scalar(kind, value, meta.get("choices", ()))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; a config file that says one thing twice is refused."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} appears twice", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def load_yaml(path: str) -> dict[str, Any]:
-    """Read a --config file: a mapping of Config field names (kebab or snake case) to values."""
+    """Read a --config file: a mapping of Config field names (kebab or snake case) to values, not yet converted."""
+    hint = "Fix the file or pass the values as flags."
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"The config file {path!r} is not a UTF-8 text file (a binary file?). --config takes a YAML "
+                        "file of option names and values, like the config.yaml each run writes.") from None
     except OSError as exc:
         raise UserError(f"Cannot read the config file {path!r}: {exc.strerror}. Check the path given to --config.") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
-        raise UserError(f"The config file {path!r} is not valid YAML ({exc}). Fix the file or pass the values as flags.") from None
+        raise UserError(f"The config file {path!r} is not valid YAML ({' '.join(str(exc).split())}). {hint}") from None
     data = data or {}
     if not isinstance(data, dict):
         raise UserError(f"The config file {path!r} must hold a mapping of option names to values, not {type(data).__name__}.")
-    known = set(field_names())
-    normalized = {str(k).replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(normalized) - known)
+    normalized: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name in spelled:
+            raise UserError(f"The config file {path!r} sets {name} twice, as {spelled[name]!r} and {key!r}; keep one. {hint}")
+        spelled[name], normalized[name] = str(key), value
+    unknown = sorted(set(normalized) - set(FIELDS))
     if unknown:
         raise UserError(
             f"The config file {path!r} has unknown option(s): {', '.join(unknown)}. "
-            f"Known options are the long flags of `train.py --help`, e.g. {', '.join(sorted(known)[:5])}, ..."
+            f"Known options are the long flags of `train.py --help`, e.g. {', '.join(sorted(FIELDS)[:5])}, ..."
         )
     return normalized
 
 
-def _range_problem(name: str, value: Any, meta: dict[str, Any]) -> Optional[str]:
-    """What is wrong with one value against its field's schema, or None."""
-    flag = "--" + name.replace("_", "-")
+# where a value came from, for messages: flags and defaults are named as flags, the rest say their source
+FLAGS, DEFAULTS, CHECKPOINT = "flags", "defaults", "checkpoint"
+
+
+def _where(name: str, origin: str) -> str:
+    if origin in (FLAGS, DEFAULTS):
+        return flag_of(name)
+    if origin == CHECKPOINT:
+        return f"{name} (from the checkpoint's config)"
+    if origin.startswith("preset:"):
+        return f"{name} (from --preset {origin[7:]})"
+    return f"{name} in {origin}"
+
+
+def resolve(
+    flags: Optional[Mapping[str, Any]] = None,
+    file: Optional[tuple[str, Mapping[str, Any]]] = None,
+    base: Optional[Mapping[str, Any]] = None,
+    not_inherited: Sequence[str] = (),
+) -> "Config":
+    """One Config from every source, each value converted by the same rules and the result validated:
+    defaults < --preset < `base` (a checkpoint's config) < `file` (path, values) < `flags` (command-line text).
+    Keys of `base` the schema no longer has, and those in `not_inherited`, are dropped."""
+    layers: list[tuple[str, Mapping[str, Any], bool]] = []
+    if base:
+        layers.append((CHECKPOINT, {k: v for k, v in base.items() if k in FIELDS and k not in not_inherited}, False))
+    if file:
+        layers.append((file[0], file[1], False))
+    layers.append((FLAGS, flags or {}, True))
+    values: dict[str, tuple[Any, str]] = {}
+    problems = []
+    for origin, given, from_text in layers:
+        for name, raw in given.items():
+            try:
+                values[name] = (coerce(name, raw, from_text), origin)
+            except ValueError as exc:
+                problems.append(f"{_where(name, origin)} {exc}")
+    if problems:
+        raise UserError("Invalid configuration: " + "; ".join(problems) + ". Fix the value(s) and run again.")
+    preset, _ = values.get("preset", (None, DEFAULTS))
+    merged: dict[str, tuple[Any, str]] = {}
+    if preset in PRESETS:  # an unknown preset is reported by validate (its choices)
+        merged = {k: (coerce(k, v), f"preset:{preset}") for k, v in PRESETS[preset].items()}
+    merged.update(values)
+    config = Config(**{k: v for k, (v, _) in merged.items()})
+    return validate(config, {k: origin for k, (_, origin) in merged.items()})
+
+
+def _range_problem(value: Any, meta: Mapping[str, Any], where: str) -> Optional[str]:
+    """What is wrong with one value against its field's choices and range, or None."""
     if "choices" in meta and value is not None and value not in meta["choices"]:
-        return f"{flag} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}"
+        return f"{where} must be one of {', '.join(map(str, meta['choices']))}, got {value!r}"
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if "min" in meta and value < meta["min"]:
-            return f"{flag} must be at least {meta['min']}, got {value}"
+            return f"{where} must be at least {meta['min']}, got {value}"
         if "max" in meta and value > meta["max"]:
-            return f"{flag} must be at most {meta['max']}, got {value}"
+            return f"{where} must be at most {meta['max']}, got {value}"
         if "above" in meta and not value > meta["above"]:
-            return f"{flag} must be greater than {meta['above']}, got {value}"
+            return f"{where} must be greater than {meta['above']}, got {value}"
         if "below" in meta and not value < meta["below"]:
-            return f"{flag} must be less than {meta['below']}, got {value}"
+            return f"{where} must be less than {meta['below']}, got {value}"
     return None
+
+
+def check_value(name: str, value: Any, where: Optional[str] = None) -> Any:
+    """One value through field `name`'s schema (type, choices, range), for the companion scripts' options that
+    share a Config field (predict.py --batch-size, export_onnx.py --opset, ...). Raises UserError."""
+    where = where or flag_of(name)
+    try:
+        value = coerce(name, value, from_text=isinstance(value, str))
+    except ValueError as exc:
+        raise UserError(f"{where} {exc}.") from None
+    if problem := _range_problem(value, FIELDS[name].metadata, where):
+        raise UserError(problem + ".")
+    return value
 
 
 def _check(ok: bool, message: str, problems: list[str]) -> None:
@@ -180,11 +420,34 @@ def _check(ok: bool, message: str, problems: list[str]) -> None:
         problems.append(message)
 
 
-def validate(config: Config) -> Config:
-    """Every field against its schema (choices, ranges), then the checks that span fields; raises one UserError
-    listing every problem."""
-    c = config
-    p = [m for f in fields(Config) if (m := _range_problem(f.name, getattr(c, f.name), dict(f.metadata)))]
+def onnx_opset_problem(exporter: str, opset: int, opset_flag: str = "--onnx-opset") -> Optional[str]:
+    """The opsets each exporter writes as asked (ONNX_OPSETS); None when `opset` is one of them."""
+    low, high = ONNX_OPSETS[exporter]
+    if low <= opset <= high:
+        return None
+    below = " (asked for less, it can silently write 18); use the torchscript exporter for older opsets"
+    return f"the {exporter} exporter writes opsets {low} to {high}, not {opset_flag} {opset}" + (
+        below if exporter == "dynamo" and opset < low else "")
+
+
+def validate(config: "Config", origins: Optional[Mapping[str, str]] = None) -> "Config":
+    """Every field against its schema (type, choices, ranges), then the checks that span fields. Returns the config
+    with its values in their schema types (e.g. a list as a tuple); raises one UserError listing every problem."""
+    origins = origins or {}
+    p: list[str] = []
+    typed = {}
+    for f in fields(Config):
+        where = _where(f.name, origins.get(f.name, DEFAULTS))
+        try:
+            typed[f.name] = coerce(f.name, getattr(config, f.name))
+        except ValueError as exc:
+            p.append(f"{where} {exc}")
+            continue
+        if problem := _range_problem(typed[f.name], f.metadata, where):
+            p.append(problem)
+    if p:
+        raise UserError("Invalid configuration: " + "; ".join(p) + ". Fix the value(s) and run again.")
+    c = dataclasses.replace(config, **typed)
     _check(not (c.resume and c.auto_resume), "--resume and --auto-resume cannot be used together", p)
     _check(not (c.warmup_iters and c.lr_schedule == "onecycle"),
            "--warmup-iters does not combine with --lr-schedule onecycle (one-cycle warms up by itself)", p)
@@ -193,6 +456,8 @@ def validate(config: Config) -> Config:
         f"--kernels needs two positive channel counts (e.g. 16 32), got {list(c.kernels)}",
         p,
     )
+    if c.onnx and (problem := onnx_opset_problem(c.onnx_exporter, c.onnx_opset)):
+        p.append(problem + ", or pass --no-onnx")
     if p:
-        raise UserError("Invalid configuration: " + "; ".join(p) + ". Fix the flag(s) or the --config file and run again.")
+        raise UserError("Invalid configuration: " + "; ".join(p) + ". Fix the value(s) and run again.")
     return c

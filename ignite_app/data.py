@@ -219,15 +219,22 @@ def load_splits(name: str, data_dir: Optional[str], val_fraction: float, seed: i
 
 
 class EpochShuffleBatchSampler(Sampler[list[int]]):
-    """Shuffled batches whose order is a pure function of (seed, epoch), startable at any batch.
+    """Shuffled batches whose order is a pure function of (seed, epoch), startable at any batch, shared by ranks.
 
     Written by hand because torch's RandomSampler draws from the global RNG and Ignite's ReproducibleBatchSampler
-    draws its permutation lazily after a resume has restored the RNG; both break bit-exact mid-epoch resumes.
-    The trainer calls `set_epoch` on EPOCH_STARTED; a resume sets `start_batch` once.
+    draws its permutation lazily after a resume has restored the RNG; both break bit-exact mid-epoch resumes. And
+    torch's DistributedSampler shards the dataset before batching (pads with duplicates, and its rank shards hold
+    other samples than one process's batches), while here `batch_size` is the global batch: every rank draws the same
+    (seed, epoch) order and takes every `num_replicas`-th index of each global batch, so N ranks see exactly the
+    samples one process would, every rank yields the same number of batches, and one `start_batch` resumes them all.
+    The trainer calls `set_epoch` on EPOCH_STARTED (Ignite's Engine does not); a resume sets `start_batch` once.
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int) -> None:
+    def __init__(self, size: int, batch_size: int, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
         self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 1
         self.start_batch = 0
 
@@ -242,21 +249,46 @@ class EpochShuffleBatchSampler(Sampler[list[int]]):
         order = torch.randperm(self.size, generator=generator)
         start, self.start_batch = self.start_batch, 0
         for first in range(start * self.batch_size, self.size, self.batch_size):
-            yield order[first : first + self.batch_size].tolist()
+            yield order[first : first + self.batch_size][self.rank :: self.num_replicas].tolist()
+
+
+def check_global_batch(size: int, batch_size: int, world_size: int) -> None:
+    """Every rank needs at least one sample of every global batch, the epoch's last (partial) one included."""
+    last = size % batch_size or batch_size
+    if world_size > 1 and min(batch_size, last) < world_size:
+        raise UserError(
+            f"--batch-size {batch_size} is the global batch, split across {world_size} processes, but the last batch "
+            f"of an epoch ({size} training samples) holds only {last} sample(s): some processes would get none. "
+            f"Choose a --batch-size whose remainder of {size} is 0 or at least {world_size}."
+        )
+
+
+def shard(split: TensorSplit, rank: int, world_size: int) -> TensorSplit:
+    """This rank's contiguous share of an evaluation split: no sample twice, none padded (Ignite's metrics all-reduce
+    sums, so any duplicate would count twice)."""
+    if world_size == 1:
+        return split
+    n = len(split)
+    return split.subset(torch.arange(rank * n // world_size, (rank + 1) * n // world_size))
 
 
 def _batch_collate(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return batch
 
 
-def make_loader(split: TensorSplit, batch_size: int, shuffle_seed: Optional[int], num_workers: int, pin_memory: bool) -> DataLoader:
-    """A DataLoader that fetches whole batches by one tensor gather; shuffled by epoch when a seed is given."""
+def make_loader(split: TensorSplit, batch_size: int, shuffle_seed: Optional[int], num_workers: int, pin_memory: bool,
+                rank: int = 0, world_size: int = 1) -> DataLoader:
+    """A DataLoader that fetches whole batches by one tensor gather; shuffled by epoch when a seed is given.
+
+    With several processes, `batch_size` is global: a shuffled loader yields this rank's share of each global batch,
+    a sequential (evaluation) one this rank's shard of the split in batches of batch_size / world_size."""
     if shuffle_seed is None:
+        split = shard(split, rank, world_size)
         batches: Sampler = torch.utils.data.BatchSampler(
-            torch.utils.data.SequentialSampler(range(len(split))), batch_size, drop_last=False
+            torch.utils.data.SequentialSampler(range(len(split))), -(-batch_size // world_size), drop_last=False
         )
     else:
-        batches = EpochShuffleBatchSampler(len(split), batch_size, shuffle_seed)
+        batches = EpochShuffleBatchSampler(len(split), batch_size, shuffle_seed, world_size, rank)
     return DataLoader(
         split,
         batch_sampler=batches,
@@ -276,9 +308,15 @@ class Loaders:
     test: DataLoader
 
 
-def make_loaders(splits: Splits, batch_size: int, val_batch_size: int, seed: int, num_workers: int, pin_memory: bool) -> Loaders:
+def make_loaders(splits: Splits, batch_size: int, val_batch_size: int, seed: int, num_workers: int, pin_memory: bool,
+                 rank: int = 0, world_size: int = 1) -> Loaders:
+    check_global_batch(len(splits.train), batch_size, world_size)
+    if min(len(splits.val), len(splits.test)) < world_size:
+        raise UserError(f"The validation or test split holds fewer samples than the {world_size} processes; raise "
+                        "--val-fraction or run fewer processes.")
+    shared = dict(num_workers=num_workers, pin_memory=pin_memory, rank=rank, world_size=world_size)
     return Loaders(
-        train=make_loader(splits.train, batch_size, seed, num_workers, pin_memory),
-        val=make_loader(splits.val, val_batch_size, None, num_workers, pin_memory),
-        test=make_loader(splits.test, val_batch_size, None, num_workers, pin_memory),
+        train=make_loader(splits.train, batch_size, seed, **shared),
+        val=make_loader(splits.val, val_batch_size, None, **shared),
+        test=make_loader(splits.test, val_batch_size, None, **shared),
     )

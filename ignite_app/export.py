@@ -5,23 +5,39 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ignite_app.cli import ShortUsageParser, add_schema_option, check_schema_options
+from ignite_app.config import onnx_opset_problem
 from ignite_app.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="export_onnx.py", description=__doc__, allow_abbrev=False)
+    parser = ShortUsageParser(prog="export_onnx.py", description=__doc__,
+                              usage="%(prog)s --checkpoint SPEC --output FILE.onnx [options]")
     parser.add_argument("--checkpoint", required=True, metavar="SPEC",
                         help="a checkpoint file or directory, an offline W&B run dir, or a wandb: spec (as --resume)")
     parser.add_argument("--output", required=True, help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, default=18, help="ONNX opset")
-    parser.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo", help="torch.onnx exporter")
-    parser.add_argument("--data-dir", "--data_dir", dest="data_dir", help="where the dataset is (for verification images)")
+    add_schema_option(parser, "onnx_opset", "--opset")
+    add_schema_option(parser, "onnx_exporter", "--exporter")
+    add_schema_option(parser, "data_dir", help="where the dataset is (for verification images)")
     parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     return parser
 
 
+def check_output(output: Path, force: bool) -> None:
+    """--output must be a new (or, with --force, an existing) .onnx file in a directory that exists or can be made."""
+    if output.is_dir():
+        raise UserError(f"--output {output} is a directory; give the file to write, e.g. --output {output / 'model.onnx'}.")
+    if output.suffix != ".onnx":
+        raise UserError(f"--output {output} should end in .onnx.")
+    if output.exists() and not force:
+        raise UserError(f"{output} exists; pass --force to overwrite it, or choose another --output.")
+    parent = next((p for p in output.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise UserError(f"--output {output}: {parent} is a file, not a directory.")
+
+
 def load_trained_model(spec: str, data_dir: Optional[str] = None):
-    """(model in eval mode, its Config, its data splits) for a checkpoint SPEC."""
+    """(model in eval mode, its Config, its data splits, the resolved checkpoint) for a checkpoint SPEC."""
     from ignite_app import resume
     from ignite_app.cli import parse
     from ignite_app.data import load_splits
@@ -39,17 +55,16 @@ def load_trained_model(spec: str, data_dir: Optional[str] = None):
 
 
 def export(argv: Optional[Sequence[str]] = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = check_schema_options(build_parser().parse_args(argv))
+    if problem := onnx_opset_problem(args.onnx_exporter, args.onnx_opset, "--opset"):
+        raise UserError(problem[0].upper() + problem[1:] + "; pick another --opset or --exporter.")
     output = Path(args.output)
-    if output.exists() and not args.force:
-        raise UserError(f"{output} exists; pass --force to overwrite it, or choose another --output.")
-    if output.suffix != ".onnx":
-        raise UserError(f"--output {output} should end in .onnx.")
+    check_output(output, args.force)
     from ignite_app.onnx_tools import export_and_verify, model_metadata
 
     model, config, splits, checkpoint = load_trained_model(args.checkpoint, args.data_dir)
     report = export_and_verify(
-        model, splits.val.images[:64], output, args.opset, args.exporter,
+        model, splits.val.images[:64], output, args.onnx_opset, args.onnx_exporter,
         metadata=model_metadata(config.dataset, splits.info.classes, checkpoint.meta["run_id"]),
     )
     print(f"Exported {checkpoint.origin} to {output}: {report.exporter} exporter, opset {report.opset}, "

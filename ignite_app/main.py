@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ignite_app import tracking
@@ -21,7 +22,8 @@ def guarded(prog: str, body: Callable[[], None]) -> int:
         return EXIT_OK
     except AppError as error:
         label = "error: " if error.exit_code == EXIT_USER_ERROR else ""
-        print(f"{prog}: {label}{error}", file=sys.stderr, flush=True)
+        if _speaks(error):
+            print(f"{prog}: {label}{error}", file=sys.stderr, flush=True)
         return error.exit_code
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -31,34 +33,59 @@ def guarded(prog: str, body: Callable[[], None]) -> int:
         return EXIT_FAILURE
 
 
+def _speaks(error: AppError) -> bool:
+    """Rank 0 reports the errors that all ranks raise alike (bad input, a stop they made together); a rank that lost
+    its peers says so itself. RANK is the launcher's (torchrun, idist's spawn), read from the environment because the
+    process group is gone by the time an error reaches here."""
+    return os.environ.get("RANK", "0") == "0" or type(error).__name__ == "PeerLost"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     return guarded("train.py", lambda: train(argv))
 
 
 def train(argv: Optional[Sequence[str]] = None) -> None:
-    """Parse, resolve a resume, build, run."""
+    """Parse, then run `worker` in this process, in each process a launcher started, or in spawned processes."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     config = parse(argv)
-    if os.environ.get("RANK", "0") == "0":  # rank 0 alone talks to W&B
+    if config.nproc_per_node == 1 and os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0":
+        # this process will start the W&B run (rank 0 alone talks to W&B; spawned workers start their own)
         tracking.prestart(tracking.resolve_mode(config.wandb_mode))
     # heavy imports only after argument parsing, so that --help stays fast
-    from ignite_app import resume
+    from ignite_app import distributed
+
+    # the workers get the command line (and so the resume SPEC), never loaded tensors: spawned processes pickle it
+    distributed.launch(config, worker, argv)
+
+
+def worker(local_rank: int, argv: list[str]) -> None:
+    """One training process: rank 0 resolves what to resume, every rank loads it, builds and runs."""
+    from ignite_app import distributed, resume
     from ignite_app.app import training
 
-    checkpoint = None
-    if config.resume:
-        checkpoint = resume.read(config.resume)
-    elif config.auto_resume:
-        found = resume.find_auto_resume(config.output_dir)
-        if found is None:
-            print(f"--auto-resume: no checkpoint under {config.output_dir}; starting a new run.", flush=True)
-        else:
-            checkpoint = resume.load_checkpoint(found, f"{found} (newest under {config.output_dir})")
+    config = parse(argv)
+    found = distributed.decided_by_rank_zero(lambda: _checkpoint_to_resume(config))
+    checkpoint = resume.load_checkpoint(Path(found[0]), found[1]) if found else None
     if checkpoint is not None:
         # the checkpoint's config, with what this command line states explicitly on top
         config = parse(argv, base=checkpoint.meta["config"])
-    print("Resolved config:\n" + config.to_yaml(), flush=True)
-    # one process for now; `idist.Parallel(backend).run(training, config)` when distributed lands
-    training(0, config, checkpoint)
+    training(local_rank, config, checkpoint)
+
+
+def _checkpoint_to_resume(config) -> Optional[tuple[str, str]]:
+    """(local checkpoint file, how it was found) for --resume / --auto-resume, or None: rank 0's decision."""
+    from ignite_app import resume
+
+    if config.resume:
+        path, origin = resume.resolve_spec(config.resume)
+        return str(path), origin
+    if config.auto_resume:
+        found = resume.find_auto_resume(config.output_dir)
+        if found is None:
+            print(f"--auto-resume: no checkpoint under {config.output_dir}; starting a new run.", flush=True)
+            return None
+        return str(found), f"{found} (newest under {config.output_dir})"
+    return None
 
 
 def main_exit() -> None:

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-EXPORTERS = ("dynamo", "torchscript")
+from ignite_app.config import DEFAULT_ONNX_EXPORTER, DEFAULT_ONNX_OPSET, ONNX_EXPORTERS, ONNX_VERIFY_BATCH_SIZES
+
 INPUT_NAME, OUTPUT_NAME = "pixels", "logits"
 
 
@@ -49,14 +50,14 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def export_onnx(
-    model: nn.Module, sample: torch.Tensor, path: Path, opset: int = 18, exporter: str = "dynamo",
+    model: nn.Module, sample: torch.Tensor, path: Path, opset: int = DEFAULT_ONNX_OPSET, exporter: str = DEFAULT_ONNX_EXPORTER,
     metadata: Optional[dict[str, str]] = None,
 ) -> None:
     """Export `model` (in eval mode, on the CPU, float pixels N x 1 x 28 x 28 in) with a dynamic batch dimension."""
     import onnx
 
-    if exporter not in EXPORTERS:
-        raise ValueError(f"unknown ONNX exporter {exporter!r}; choose one of {EXPORTERS}")
+    if exporter not in ONNX_EXPORTERS:
+        raise ValueError(f"unknown ONNX exporter {exporter!r}; choose one of {ONNX_EXPORTERS}")
     module = copy.deepcopy(unwrap(model)).cpu().eval()  # a copy: the training model keeps its device and mode
     sample = sample[:2].float().cpu()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,15 +74,24 @@ def export_onnx(
                 module, (sample,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             )
+    proto = onnx.load(str(path))
+    written = written_opset(proto)
+    if written != opset:  # the dynamo exporter falls back to its own opset when converting down fails
+        path.unlink()
+        raise OnnxVerificationError(f"the {exporter} exporter wrote opset {written}, not the {opset} asked for")
     if metadata:
-        proto = onnx.load(str(path))
         for key, value in metadata.items():
             proto.metadata_props.add(key=key, value=value)
         onnx.save(proto, str(path))
 
 
+def written_opset(proto) -> Optional[int]:
+    """The default-domain opset an ONNX model declares."""
+    return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
 def verify_onnx(
-    path: Path, model: nn.Module, images: torch.Tensor, batch_sizes: Sequence[int] = (1, 37), tolerance: float = 1e-4,
+    path: Path, model: nn.Module, images: torch.Tensor, batch_sizes: Sequence[int] = ONNX_VERIFY_BATCH_SIZES, tolerance: float = 1e-4,
 ) -> float:
     """onnx.checker, then onnxruntime vs PyTorch on real images at each batch size: returns the max |difference|;
     raises OnnxVerificationError when it exceeds `tolerance` or a predicted class differs."""
@@ -117,8 +127,8 @@ def verify_onnx(
 
 
 def export_and_verify(
-    model: nn.Module, images: torch.Tensor, path: Path, opset: int = 18, exporter: str = "dynamo",
-    batch_sizes: Sequence[int] = (1, 37), tolerance: float = 1e-4, metadata: Optional[dict[str, str]] = None,
+    model: nn.Module, images: torch.Tensor, path: Path, opset: int = DEFAULT_ONNX_OPSET, exporter: str = DEFAULT_ONNX_EXPORTER,
+    batch_sizes: Sequence[int] = ONNX_VERIFY_BATCH_SIZES, tolerance: float = 1e-4, metadata: Optional[dict[str, str]] = None,
 ) -> OnnxReport:
     report = OnnxReport(path=str(path), exporter=exporter, opset=opset, batch_sizes=list(batch_sizes))
     start = time.perf_counter()

@@ -4,14 +4,21 @@
   path/to/file.py:callable     a callable in a Python file
   NAME                         a handler registered under the `ignite_app.handlers` entry-point group
 
-The callable receives the App (and the keyword arguments) and attaches what it wants to its engines.
+A function is called as `fn(app, **kwargs)` and attaches what it wants to the app's engines; its keyword
+arguments are checked against its signature (names, and int/float/str/bool annotations) before anything is
+written. A class is instantiated with the keyword arguments before anything is written, so its constructor can
+validate them as Ignite's handlers do, and `instance.attach(app)` is called once the app exists.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import json
+import shlex
+import inspect
 import sys
+import typing
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable
@@ -21,11 +28,12 @@ import yaml
 from ignite_app.errors import UserError
 
 ENTRY_POINT_GROUP = "ignite_app.handlers"
-BUILTIN_HANDLERS = {"hard-examples": "ignite_app.handlers.hard_examples:log_hard_examples"}
+BUILTIN_HANDLERS = {"hard-examples": "ignite_app.handlers.hard_examples:HardExamplesTable"}
 
 
 def parse_handler_spec(text: str) -> tuple[str, dict[str, Any]]:
-    """'mod:fn {"every": 2}' or 'mod:fn every=2 name=x' -> ('mod:fn', {'every': 2, ...})."""
+    """'mod:fn {"every": 2}' or "mod:fn every=2 'name=a b'" -> ('mod:fn', {'every': 2, 'name': 'a b'}); values are
+    read as YAML (2 an int, true a bool, [a, b] a list)."""
     spec, _, rest = text.strip().partition(" ")
     rest = rest.strip()
     if not rest:
@@ -39,7 +47,11 @@ def parse_handler_spec(text: str) -> tuple[str, dict[str, Any]]:
             raise UserError(f"--handler {spec}: its JSON arguments must be an object, got {rest!r}.")
         return spec, kwargs
     kwargs = {}
-    for pair in rest.split():
+    try:
+        pairs = shlex.split(rest)  # `--handler-arg 'key=a b'` arrives quoted (cli._HandlerArgAction)
+    except ValueError as exc:
+        raise UserError(f"--handler {spec}: cannot split its arguments {rest!r} ({exc}); quote values with spaces.") from None
+    for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise UserError(f"--handler-arg {pair!r} for {spec} must look like key=value (e.g. every=2).")
@@ -117,11 +129,52 @@ def load_callable(spec: str) -> Callable[..., Any]:
     return obj
 
 
+def _check_keywords(spec: str, target: Callable[..., Any], kwargs: dict[str, Any], takes_app: bool) -> None:
+    """The keyword arguments against the callable's signature: known names, and values of annotated simple types."""
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):  # some builtins have none: nothing to check against
+        return
+    accepted = [n for n, p in signature.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    accepted = accepted[1:] if takes_app else accepted
+    try:
+        signature.bind(*([None] if takes_app else []), **kwargs)
+    except TypeError as exc:
+        raise UserError(f"--handler {spec}: {exc} (it takes {', '.join(accepted) or 'no keyword arguments'}).") from None
+    try:
+        hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: the handler checks its own values
+        return
+    for key, value in kwargs.items():
+        expected = hints.get(key)
+        ok = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+              float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              str: lambda v: isinstance(v, str), bool: lambda v: isinstance(v, bool)}.get(expected)
+        if ok is not None and not ok(value):
+            raise UserError(f"--handler {spec}: {key} must be {expected.__name__}, got {value!r}.")
+
+
+def prepare_handler(spec: str, target: Callable[..., Any], kwargs: dict[str, Any]) -> Callable[[Any], None]:
+    """Check a handler's keyword arguments now, before anything is written; returns what attaches it to the app."""
+    if inspect.isclass(target):
+        _check_keywords(spec, target, kwargs, takes_app=False)
+        try:
+            handler = target(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"--handler {spec}: {exc}.") from None
+        if not callable(getattr(handler, "attach", None)):
+            raise UserError(f"--handler {spec}: the class {target.__name__} has no attach(app) method; a handler class "
+                            "is built from the keyword arguments and then attached with attach(app).")
+        return handler.attach
+    _check_keywords(spec, target, kwargs, takes_app=True)
+    return functools.partial(target, **kwargs)
+
+
 def load_handlers(specs: tuple[str, ...]) -> list[Callable[[Any], None]]:
-    """Resolve every --handler up front (before anything is written), as callables that take the app."""
+    """Resolve every --handler and check its arguments up front (before anything is written), as callables that
+    take the app."""
     loaded = []
     for text in specs:
         spec, kwargs = parse_handler_spec(text)
-        fn = load_callable(spec)
-        loaded.append(lambda app, fn=fn, kwargs=kwargs: fn(app, **kwargs))
+        loaded.append(prepare_handler(spec, load_callable(spec), kwargs))
     return loaded

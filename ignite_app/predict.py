@@ -11,20 +11,23 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ignite_app.cli import ShortUsageParser, add_schema_option, check_schema_options
+from ignite_app.config import check_value
 from ignite_app.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="predict.py", description=__doc__, allow_abbrev=False,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ShortUsageParser(prog="predict.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                              usage="%(prog)s MODEL.onnx [IMAGE ...] [--split {train,val,test}] [options]")
     parser.add_argument("model", help="an .onnx file written by train.py or export_onnx.py")
     parser.add_argument("images", nargs="*", help="PNG/JPEG files (converted to 28x28 grayscale)")
     parser.add_argument("--split", choices=("train", "val", "test"), help="classify a dataset split instead")
-    parser.add_argument("--dataset", help="dataset of --split (default: the one the model was trained on)")
-    parser.add_argument("--data-dir", "--data_dir", dest="data_dir")
-    parser.add_argument("--val-fraction", "--val_fraction", dest="val_fraction", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=42, help="seed of the train/val split (for --split val/train)")
-    parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=1000)
+    # the options a training run has too: the same schema (type, choices, range) as train.py's flags
+    add_schema_option(parser, "dataset", default=None, help="dataset of --split (default: the one the model was trained on)")
+    add_schema_option(parser, "data_dir")
+    add_schema_option(parser, "val_fraction")
+    add_schema_option(parser, "seed", help="seed of the train/val split (for --split val/train)")
+    add_schema_option(parser, "val_batch_size", "--batch-size", help="images per onnxruntime call")
     parser.add_argument("--show", type=int, default=10, help="on a split, print this many per-image lines")
     return parser
 
@@ -40,7 +43,26 @@ def open_session(path: Path):
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnx/onnxruntime raise many types for a bad file
         raise UserError(f"{path} is not a valid ONNX model ({type(exc).__name__}: {str(exc)[:200]}).") from None
+    check_signature(path, session)
     return session, meta
+
+
+def check_signature(path: Path, session) -> None:
+    """A model this script can feed: one float input of N x 1 x 28 x 28 pixels and one N x classes output, as
+    train.py and export_onnx.py write. Anything else (another project's ONNX file) is refused up front."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    shape = list(inputs[0].shape) if len(inputs) == 1 else []
+    fits = (
+        len(inputs) == 1 and len(outputs) == 1 and inputs[0].type == "tensor(float)" and len(shape) == 4
+        and shape[1:] == [1, 28, 28] and not isinstance(shape[0], int) and len(outputs[0].shape) == 2
+    )
+    if not fits:
+        found = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
+        raise UserError(
+            f"{path} is not a model this script can run: it takes {found or 'no input'}, but predict.py feeds "
+            "float32 pixels of shape [batch, 1, 28, 28] (what train.py and export_onnx.py write) and reads one "
+            "[batch, classes] output."
+        )
 
 
 def read_images(paths: Sequence[str]) -> np.ndarray:
@@ -70,7 +92,9 @@ def classify(session, pixels: np.ndarray, batch_size: int) -> np.ndarray:
 
 
 def predict(argv: Optional[Sequence[str]] = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = check_schema_options(build_parser().parse_args(argv))
+    if args.show < 0:
+        raise UserError(f"--show must be at least 0, got {args.show}.")
     if not args.images and not args.split:
         raise UserError("Nothing to classify: pass image files, or --split test (or val/train) for a dataset split.")
     session, meta = open_session(Path(args.model))
@@ -81,11 +105,12 @@ def predict(argv: Optional[Sequence[str]] = None) -> None:
         dataset = args.dataset or meta.get("dataset")
         if not dataset:
             raise UserError(f"{args.model} does not say which dataset it was trained on; pass --dataset.")
+        dataset = check_value("dataset", dataset, f"the dataset {args.model} names in its metadata")
         split = getattr(load_splits(dataset, args.data_dir, args.val_fraction, args.seed), args.split)
         pixels, labels, names = split.images.numpy().astype(np.float32), split.labels.numpy(), None
     else:
         pixels, labels, names = read_images(args.images), None, args.images
-    probs = classify(session, pixels, args.batch_size)
+    probs = classify(session, pixels, args.val_batch_size)
     predicted = probs.argmax(axis=1)
     shown = len(predicted) if names else min(args.show, len(predicted))
     for i in range(shown):

@@ -13,7 +13,7 @@ from ignite.handlers.param_scheduler import (
     create_lr_scheduler_with_warmup,
 )
 
-SCHEDULES = ("none", "cosine", "step", "onecycle")
+from ignite_app.config import LR_SCHEDULES
 
 
 def create_lr_scheduler(
@@ -27,8 +27,8 @@ def create_lr_scheduler(
     gamma: float = 0.1,
 ) -> Optional[ParamScheduler]:
     """A scheduler to attach on ITERATION_STARTED, or None for a constant lr without warm-up."""
-    if name not in SCHEDULES:
-        raise ValueError(f"unknown lr schedule {name!r}; choose one of {SCHEDULES}")
+    if name not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr schedule {name!r}; choose one of {LR_SCHEDULES}")
     if name == "onecycle":  # its own warm-up is the rising first 30%
         return LRScheduler(torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_iterations + 1))
     after_warmup = max(1, total_iterations - warmup_iterations)

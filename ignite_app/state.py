@@ -15,9 +15,28 @@ FORMAT_VERSION = 1
 
 
 class RNGStates:
-    """Python, NumPy and torch (CPU and CUDA) RNG states, as plain tensors/tuples so `weights_only=True` loads them."""
+    """Python, NumPy and torch (CPU and CUDA) RNG states, as plain tensors/tuples so `weights_only=True` loads them.
+
+    With several processes each rank draws its own numbers (dropout, augmentation), so the checkpoint keeps every
+    rank's state (`{"world_size": N, "ranks": [...]}`, gathered from all ranks) and each rank restores its own.
+    """
+
+    def __init__(self) -> None:
+        self.saved_world_size = 1  # how many processes wrote the state loaded last
 
     def state_dict(self) -> dict[str, Any]:
+        from ignite_app.distributed import gather_states
+
+        return gather_states(self.local_state_dict())
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from ignite_app.distributed import own_state
+
+        mine, self.saved_world_size = own_state(state)
+        if mine is not None:
+            self.load_local_state_dict(mine)
+
+    def local_state_dict(self) -> dict[str, Any]:
         kind, keys, pos, has_gauss, cached = np.random.get_state()
         state = {
             "python": random.getstate(),
@@ -29,7 +48,7 @@ class RNGStates:
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_local_state_dict(self, state: dict[str, Any]) -> None:
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
         n = state["numpy"]

@@ -1,7 +1,6 @@
-"""W&B: which mode to run in, the WandBLogger, and the handlers that log to it on one step axis.
-
-The step axis is the trainer's iteration everywhere (training loss, lr, validation, test), so no W&B
-"step must be monotonically increasing" warning can appear.
+"""W&B: which mode to run in (checked before anything is written), Ignite's WandBLogger that starts or continues the
+run, and the one-line description of where the run goes. The handlers that log to it are attached in
+`app.attach_handlers`, all on one step axis, the trainer's iteration (so W&B never warns about non-monotonic steps).
 """
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ import threading
 from typing import Any, Optional
 from urllib.parse import urlparse
 
-from ignite_app.config import Config
+from ignite_app.config import WANDB_MODES, Config
 from ignite_app.errors import UserError
 
 
@@ -20,6 +19,7 @@ TRANSACTION_LOG_FLUSH_SECONDS = 1.0
 # artifact API that the first checkpoint needs
 _PREIMPORTS = ("wandb.sdk.launch.inputs.internal", "wandb.apis.public.artifacts")
 _prestart: Optional[threading.Thread] = None
+ENV_MODE_ALIASES = {"dryrun": "offline", "run": "online", "shared": "online"}  # W&B's older spellings of WANDB_MODE
 
 
 def api_key_configured(environ: Optional[dict] = None) -> bool:
@@ -41,11 +41,16 @@ def resolve_mode(requested: str, environ: Optional[dict] = None) -> str:
     """--wandb-mode auto -> $WANDB_MODE if set, else online with an API key, else offline. Never prompts."""
     environ = os.environ if environ is None else environ
     mode = requested
+    raw_env_mode = environ.get("WANDB_MODE") or ""
+    env_mode = ENV_MODE_ALIASES.get(raw_env_mode.strip().lower(), raw_env_mode.strip().lower())
+    if env_mode and env_mode not in WANDB_MODES[1:]:
+        # W&B itself would fail later, in wandb.init, with a validation traceback after the run directory exists
+        raise UserError(
+            f"The environment variable WANDB_MODE={raw_env_mode!r} is not a W&B mode; set it to one of "
+            f"{', '.join(WANDB_MODES[1:])} (or unset it and use --wandb-mode)."
+        )
     if mode == "auto":
-        env_mode = (environ.get("WANDB_MODE") or "").strip().lower()
-        if env_mode in ("dryrun",):
-            env_mode = "offline"
-        if env_mode in ("online", "offline", "disabled"):
+        if env_mode:
             mode = env_mode
         elif environ.get("WANDB_DISABLED", "").lower() in ("1", "true", "yes"):
             mode = "disabled"
@@ -111,14 +116,19 @@ def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
         mode=mode,
         settings=wandb.Settings(**settings),
     )
-    if mode == "offline":
-        run_dir = os.path.dirname(logger.run.dir.rstrip(os.sep))
-        print(
-            f"W&B: logging offline (no API key found, or offline mode asked for) to {run_dir} ; "
-            f"upload it later with `wandb sync {run_dir}` and view it in the terminal with `wandb leet {run_dir}`.",
-            flush=True,
-        )
     return logger
+
+
+def describe_run(logger) -> str:
+    """One line: where this run's W&B records go (what the start-up message prints)."""
+    run = getattr(logger, "run", None)
+    if run is None or getattr(run, "disabled", False):
+        return "W&B: disabled"
+    run_dir = os.path.dirname(run.dir.rstrip(os.sep))
+    if run.settings.mode in ("offline", "dryrun"):
+        return (f"W&B offline (no API key, or offline asked for): {run_dir} ; upload it with `wandb sync {run_dir}`, "
+                f"view it with `wandb leet {run_dir}`")
+    return f"W&B: {run.url} (local files: {run_dir})"
 
 
 def offline_run_dir(logger) -> Optional[str]:

@@ -52,8 +52,11 @@ def uninterrupted(tmp_path_factory):
 
 def test_checkpoints_are_saved_pruned_and_logged_as_artifacts(uninterrupted):
     files = {p.name for p in checkpoints(uninterrupted)}
-    assert files == {"checkpoint_32.pt", FINAL, "best_checkpoint_33_validation_accuracy=0.9306.pt"}  # --n-saved 2
     run_dir = only(offline_runs(uninterrupted))
+    validations = [r for r in history(run_dir) if "validation/accuracy" in r]
+    best = max(validations, key=lambda r: r["validation/accuracy"])  # the first of equal scores stays the best
+    best_name = f"best_checkpoint_{best['_step']}_validation_accuracy={best['validation/accuracy']:.4f}.pt"
+    assert files == {"checkpoint_32.pt", FINAL, best_name}  # --n-saved 2, and the best by the logged accuracy
     run_id = inspect_summary(run_dir)["run_id"]
     arts = artifact_records(run_dir)
     assert {a["name"] for a in arts} == {f"checkpoint-{run_id}"} and {a["type"] for a in arts} == {"model"}

@@ -1,4 +1,5 @@
 """Config and command-line parsing: the seed's command line, both spellings, --key=value, --config files."""
+import dataclasses
 import subprocess
 import sys
 
@@ -6,7 +7,7 @@ import pytest
 
 from helpers import ROOT
 from ignite_app.cli import parse
-from ignite_app.config import Config
+from ignite_app.config import PRESETS, Config, resolve, validate
 from ignite_app.errors import UserError
 
 
@@ -64,14 +65,14 @@ def test_config_file_problems_are_user_errors(tmp_path):
         parse(["--config", str(bad)])
 
 
-def test_unknown_choice_exits_2():
-    with pytest.raises(SystemExit) as exc:
+def test_unknown_choice_is_a_user_error_with_exit_code_2():
+    with pytest.raises(UserError, match="--dataset must be one of mnist, fashion-mnist, digits, got 'imagenet'") as exc:
         parse(["--dataset", "imagenet"])
-    assert exc.value.code == 2
+    assert exc.value.exit_code == 2
 
 
 def test_config_is_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         Config().epochs = 3  # type: ignore[misc]
 
 
@@ -97,3 +98,60 @@ def test_preset_sets_values_that_flags_override(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("preset: fast\nlr: 0.02\n")
     assert (parse(["--config", str(path)]).lr, parse(["--config", str(path)]).epochs) == (0.02, 2)
+
+
+SWEEP_PARAMETERS = {"wandb_tags": ["a", "b c"], "wandb_name": None, "data_dir": None, "epochs": 3, "lr": 0.01,
+                    "progress_bar": False, "kernels": [8, 16], "optimizer": "sgd", "val_fraction": 0.2}
+
+
+def sweep_argvs() -> dict[str, list[str]]:
+    """The command lines a W&B sweep agent builds from SWEEP_PARAMETERS (wandb's own function, `${args}` and
+    `${args_no_equals}` / `${args_no_boolean_flags}` in a sweep's `command`)."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    formats = create_sweep_command_args({"args": {k: {"value": v} for k, v in SWEEP_PARAMETERS.items()}})
+    return {name: formats[name] for name in ("args", "args_no_equals", "args_no_boolean_flags")}
+
+
+@pytest.mark.parametrize("form", ["args", "args_no_equals", "args_no_boolean_flags"])
+def test_a_sweep_agents_command_line_parses_to_the_same_values_as_flags(form):
+    argv = sweep_argvs()[form]
+    if form == "args":
+        assert "--wandb_tags=['a', 'b c']" in argv and "--wandb_name=None" in argv  # what the agent really writes
+    c = parse(argv)
+    assert c.wandb_tags == ("a", "b c")  # two tags, the second with its space
+    assert c.wandb_name is None and c.data_dir is None  # unset, not the text "None"
+    assert (c.epochs, c.lr, c.kernels, c.optimizer, c.val_fraction) == (3, 0.01, (8, 16), "sgd", 0.2)
+    assert c.progress_bar is (form == "args_no_boolean_flags")  # that form drops a false flag: the default stays
+    flags = parse(["--wandb-tags", "a", "b c", "--epochs", "3", "--lr", "0.01", "--kernels", "8", "16",
+                   "--optimizer", "sgd", "--val-fraction", "0.2", "--progress-bar", str(c.progress_bar)])
+    assert c == flags
+
+
+def test_every_source_reads_values_by_the_same_rules(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("handler: hard-examples every=2\nwatch: off\nepochs: 2.0\nwandb_name: null\nwandb_tags: solo\n")
+    c = parse(["--config", str(path)])
+    assert c.handler == ("hard-examples every=2",)  # a string is one handler, not its characters
+    assert c.watch == "off"  # YAML reads an unquoted off as False: the choice it spelled
+    assert c.epochs == 2 and isinstance(c.epochs, int) and c.wandb_name is None and c.wandb_tags == ("solo",)
+    base = {"epochs": "4", "kernels": [4, 8], "dropped_in_a_later_version": 1, "handler": ["x:y"], "resume": "r"}
+    resumed = parse([], base=base)  # a checkpoint's config: same rules; its handlers and resume spec not inherited
+    assert (resumed.epochs, resumed.kernels, resumed.handler, resumed.resume) == (4, (4, 8), (), None)
+    with pytest.raises(UserError, match=r"epochs \(from the checkpoint's config\) must be a whole number, got 1.5"):
+        parse([], base={"epochs": 1.5})
+
+
+def test_preset_from_a_file_or_a_checkpoint_and_its_values_are_checked(tmp_path):
+    assert parse([], base={"preset": "fast"}).lr_schedule == "onecycle"
+    assert resolve(base={"preset": "fast", "epochs": 9}).epochs == 9  # the checkpoint's own values win
+    for name, values in PRESETS.items():
+        assert resolve(flags={"preset": name}) == validate(Config(preset=name, **values))
+
+
+def test_validate_gives_a_python_config_the_schema_types():
+    assert validate(Config(kernels=[8, 16], epochs=3.0)).kernels == (8, 16)  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="--epochs must be a whole number, got 1.7"):
+        validate(Config(epochs=1.7))  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="--lr must be a finite number, got nan"):
+        validate(Config(lr=float("nan")))

@@ -60,7 +60,7 @@ def test_handler_from_a_file_with_keyword_arguments(tmp_path):
 def test_readme_worked_example_hard_examples_table_from_a_file_and_by_name(tmp_path):
     a, b = tmp_path / "file", tmp_path / "name"
     a.mkdir(), b.mkdir()
-    run_train([*FAST, "--handler", str(ROOT / "handlers" / "hard_examples.py") + ":log_hard_examples",
+    run_train([*FAST, "--handler", str(ROOT / "handlers" / "hard_examples.py") + ":HardExamplesTable",
                "--handler-arg", "count=5"], a)
     run_train([*FAST, "--handler", 'hard-examples {"every": 2, "count": 3}'], b)
     for tmp, epochs in ((a, 2), (b, 1)):
@@ -179,3 +179,23 @@ def test_compile(tmp_path):
     proc = run_train([*FAST, "--epochs", "1", "--compile"], tmp_path)
     assert "Test results" in proc.stdout
     assert not any(k.startswith("_orig_mod") for k in final_checkpoint(tmp_path)["model"])
+
+
+def test_run_without_attach_handlers_attaches_them_itself(tmp_path):
+    script = tmp_path / "bare.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from ignite_app import attach_handlers, build, parse
+
+        app = build(parse({[*FAST, "--epochs", "1", "--output-dir", str(tmp_path / "runs")]!r}))
+        metrics = app.run()  # no attach_handlers(app) first
+        assert app.attached and attach_handlers(app) is app  # a second call attaches nothing twice
+        app.close()
+        print("test accuracy", metrics["test/accuracy"])
+    """))
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=clean_env(tmp_path), capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Epoch 1/1" in proc.stdout and "test accuracy" in proc.stdout
+    assert list((tmp_path / "runs").glob("*/checkpoints/checkpoint_*.pt"))

@@ -18,6 +18,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from ignite_app.data import load_splits
 from ignite_app.models import build_model
 
+pytestmark = pytest.mark.e2e  # trains (in-process) several times
+
 SPLITS = load_splits("digits", None, 0.1, seed=0)
 DATA = TensorDataset(SPLITS.train.images.float(), SPLITS.train.labels)  # 11 batches of 128
 

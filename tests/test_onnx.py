@@ -12,7 +12,8 @@ from ignite_app.handlers.onnx_export import OnnxExportHandler
 from helpers import QUICK, ROOT, inspect_records, inspect_summary, offline_runs, run_script, run_train
 from ignite_app.data import load_splits
 from ignite_app.models import build_model
-from ignite_app.onnx_tools import export_and_verify
+from ignite_app.config import ONNX_OPSETS
+from ignite_app.onnx_tools import OnnxVerificationError, export_and_verify, written_opset
 from user_handlers import Unexportable
 
 
@@ -49,13 +50,31 @@ def test_handler_failure_keeps_the_run_alive(tmp_path, digits_images):
 
 def test_handler_failure_is_fatal_when_strict(tmp_path, digits_images):
     handler = OnnxExportHandler(Unexportable(), digits_images, tmp_path, strict=True, log=lambda m: None)
-    with pytest.raises(Exception):
+    with pytest.raises(torch.onnx.OnnxExporterError):
         run_handler(handler)
 
 
 def test_handler_checks_its_arguments(tmp_path, digits_images):
     with pytest.raises(ValueError, match="37"):
         OnnxExportHandler(Unexportable(), digits_images[:5], tmp_path)
+    with pytest.raises(ValueError, match="the dynamo exporter writes opsets 18 to 23, not opset 17"):
+        OnnxExportHandler(Unexportable(), digits_images, tmp_path, opset=17)
+
+
+@pytest.mark.parametrize("exporter", ONNX_OPSETS)
+def test_the_opset_asked_for_at_each_end_of_the_exporters_range_is_the_opset_written(tmp_path, digits_images, exporter):
+    model = build_model("convnet", (4, 8), 10, 0.3, 0.3).eval()
+    for opset in ONNX_OPSETS[exporter]:
+        report = export_and_verify(model, digits_images, tmp_path / f"m{opset}.onnx", opset=opset, exporter=exporter)
+        assert report.verified and written_opset(onnx.load(str(tmp_path / f"m{opset}.onnx"))) == opset
+
+
+def test_an_opset_the_exporter_does_not_write_is_an_error_not_a_silent_18(tmp_path, digits_images):
+    # below its range the dynamo exporter falls back to opset 18 when converting down fails; export_onnx checks
+    model = build_model("convnet", (4, 8), 10, 0.3, 0.3).eval()
+    with pytest.raises(OnnxVerificationError, match="wrote opset 18, not the 12 asked for"):
+        export_and_verify(model, digits_images, tmp_path / "m.onnx", opset=12, exporter="dynamo")
+    assert not (tmp_path / "m.onnx").exists()
 
 
 @pytest.fixture(scope="module")

@@ -54,6 +54,7 @@ def copy_run(trained, tmp_path) -> Path:
     return tmp_path / "runs" / ckpt.relative_to(src_root / "runs")
 
 
+@pytest.mark.e2e  # trains a run first
 def test_truncated_checkpoint(trained, isolated, capsys):
     ckpt = copy_run(trained, isolated)
     ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
@@ -72,6 +73,7 @@ def test_checkpoint_that_needs_arbitrary_unpickling_is_refused(isolated, capsys)
     assert "arbitrary unpickling" in run_main(["--resume", str(evil)], isolated, capsys)
 
 
+@pytest.mark.e2e  # trains a run first
 def test_checkpoint_of_another_architecture_names_the_keys(trained, isolated, capsys):
     ckpt = copy_run(trained, isolated)
     err = run_main(["--resume", str(ckpt), "--model", "convnet"], isolated, capsys)
@@ -90,12 +92,14 @@ def test_missing_path_and_empty_directory(isolated, capsys):
     assert "holds no checkpoint files" in run_main(["--resume", str(isolated / "empty")], isolated, capsys)
 
 
+@pytest.mark.e2e  # trains a run first
 def test_offline_run_with_missing_alias(trained, isolated, capsys):
     _, _, run_dir = trained
     err = run_main(["--resume", f"{run_dir}:no-such-alias"], isolated, capsys)
     assert "no checkpoint artifact with alias 'no-such-alias'" in err and "latest" in err
 
 
+@pytest.mark.e2e  # trains a run first
 def test_offline_run_whose_checkpoint_was_tampered_with(trained, isolated, capsys, tmp_path_factory):
     # the staged copy and the local file both differ from the digest the run recorded
     src_root, _, run_dir = trained
@@ -117,6 +121,7 @@ def test_offline_run_whose_checkpoint_was_tampered_with(trained, isolated, capsy
     assert "no intact copy" in err and "digest differs" in err
 
 
+@pytest.mark.e2e  # trains a run first
 def test_offline_run_killed_before_its_first_checkpoint(isolated, capsys):
     proc = run_train([*QUICK, "--handler", KILL, "--handler-arg", "iteration=2", "--handler-arg", "seconds=2.5"],
                      isolated, check=False)

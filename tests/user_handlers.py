@@ -59,3 +59,63 @@ def count_epochs(app, key: str = "custom/epochs_seen") -> None:
 
 
 NOT_CALLABLE = 42
+
+
+# ---------------------------------------------------------------- several processes (tests/test_distributed_e2e.py)
+
+
+def record_rank(app, directory: str) -> None:
+    """Each rank writes what it saw to DIRECTORY/rank<N>.json: its final iteration, its validation and test metrics
+    (a test's window into the ranks that do not log to W&B)."""
+    import ignite.distributed as idist
+
+    path = os.path.join(directory, f"rank{idist.get_rank()}.json")
+
+    def write(_=None):
+        import json
+
+        with open(path, "w") as f:
+            json.dump({"iteration": app.trainer.state.iteration, "world_size": idist.get_world_size(),
+                       "validation": {k: float(v) for k, v in app.evaluator.state.metrics.items()},
+                       "test": {k: float(v) for k, v in app.test_evaluator.state.metrics.items()},
+                       "stop_reason": app.stop_together.reason}, f)
+
+    app.trainer.add_event_handler(Events.TERMINATE, write)
+    app.trainer.add_event_handler(Events.COMPLETED, write)
+    app.test_evaluator.add_event_handler(Events.COMPLETED, write)
+
+
+def kill_job_at(app, iteration: int) -> None:
+    """At `iteration`, rank 0 SIGKILLs the whole job, as a lost machine would: every worker, the launcher (its parent,
+    torchrun) and itself; after that iteration's checkpoint is written."""
+    import ignite.distributed as idist
+
+    @app.trainer.on(Events.ITERATION_COMPLETED(once=iteration))
+    def _kill(_):
+        if idist.get_rank() != 0:
+            return
+        for saver in app.savers:
+            saver.wait()
+        launcher = os.getppid()
+        tasks = os.listdir(f"/proc/{launcher}/task")
+        workers = {int(pid) for task in tasks for pid in open(f"/proc/{launcher}/task/{task}/children").read().split()}
+        for pid in sorted(workers - {os.getpid()}) + [launcher, os.getpid()]:
+            os.kill(pid, signal.SIGKILL)
+
+
+def nan_on_rank(app, rank: int, iteration: int) -> None:
+    """On one rank only, an absurd learning rate from `iteration` on: that rank's loss becomes NaN soon after."""
+    import ignite.distributed as idist
+
+    if idist.get_rank() == rank:
+        blow_up_at(app, iteration)
+
+
+def die_on_rank(app, rank: int, iteration: int) -> None:
+    """SIGKILL one rank at `iteration`; the others are left waiting in the next collective."""
+    import ignite.distributed as idist
+
+    @app.trainer.on(Events.ITERATION_COMPLETED(once=iteration))
+    def _die(_):
+        if idist.get_rank() == rank:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,255 @@
+"""Past one process: the same `scripts/train.py` under a launcher, through ignite.distributed.
+
+    torchrun --standalone --nproc_per_node 2 scripts/train.py --dataset digits       # one machine
+    torchrun --nnodes 2 --nproc_per_node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29400 scripts/train.py ...
+    srun --ntasks 8 --gpus-per-task 1 python scripts/train.py ...                     # Ignite reads SLURM_* variables
+    python scripts/train.py --nproc-per-node 2 ...                                    # spawns through idist.Parallel
+
+What the ranks must agree on lives here: the launch itself, what rank 0 decides for everyone (run id, output dir,
+checkpoint), the per-iteration consensus (mean loss, stop requests), and turning a lost peer into a clear message.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from typing import Any, Callable, Optional, TypeVar
+
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine
+from torch import nn
+
+from ignite_app.config import Config
+from ignite_app.errors import EXIT_USER_ERROR, AppError, TrainingStopped, UserError
+
+T = TypeVar("T")
+
+
+class WorkerFailed(AppError):
+    """A process spawned by --nproc-per-node failed; its own message is printed above."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class PeerLost(TrainingStopped):
+    """A collective failed because another process of the job died or was killed."""
+
+
+# ---------------------------------------------------------------- launching
+
+
+def launched_world_size(environ: Optional[dict] = None) -> int:
+    """How many processes a launcher started (torchrun/Kubeflow: WORLD_SIZE; a task of `srun`: SLURM_NTASKS)."""
+    environ = os.environ if environ is None else environ
+    if "WORLD_SIZE" in environ:
+        return int(environ["WORLD_SIZE"])
+    if "SLURM_JOB_ID" in environ and "SLURM_STEP_ID" in environ:  # set in srun's tasks, not in the batch script
+        return int(environ.get("SLURM_NTASKS", "1"))
+    return 1
+
+
+def process_rank(environ: Optional[dict] = None) -> int:
+    """This process's global rank as its launcher set it (0 without one); valid before and after idist's setup."""
+    environ = os.environ if environ is None else environ
+    return int(environ.get("RANK", environ.get("SLURM_PROCID", "0") if "SLURM_STEP_ID" in environ else "0"))
+
+
+def complete_env(environ: Optional[dict] = None) -> Optional[str]:
+    """Kubeflow's PyTorchJob without torchrun sets RANK and WORLD_SIZE but no LOCAL_RANK, which idist requires; it runs
+    one process per pod, so the local rank is 0. Returns a note when it filled the gap."""
+    environ = os.environ if environ is None else environ
+    if "RANK" in environ and "WORLD_SIZE" in environ and "LOCAL_RANK" not in environ and "SLURM_JOB_ID" not in environ:
+        environ["LOCAL_RANK"] = "0"
+        environ.setdefault("LOCAL_WORLD_SIZE", "1")
+        return ("RANK and WORLD_SIZE are set but LOCAL_RANK is not (a Kubeflow PyTorchJob without torchrun?): "
+                "assuming one process per machine, LOCAL_RANK=0. Run torchrun in the container to start several.")
+    return None
+
+
+def resolve_backend(requested: str, device: str) -> str:
+    """auto: nccl when the run uses CUDA GPUs, gloo on the CPU."""
+    if requested != "auto":
+        return requested
+    return "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _check_backend(backend: str, processes: int) -> None:
+    if backend not in idist.available_backends():
+        raise UserError(f"--backend {backend} is not available in this torch build (available: "
+                        f"{', '.join(idist.available_backends()) or 'none'}).")
+    if backend == "nccl":
+        gpus = torch.cuda.device_count()
+        if gpus == 0:
+            raise UserError("--backend nccl needs CUDA GPUs and this machine has none; use --backend gloo (or auto).")
+        if processes > gpus:
+            raise UserError(f"--nproc-per-node {processes} with nccl needs one GPU per process; this machine has "
+                            f"{gpus}. Start at most {gpus} processes.")
+
+
+def launch(config: Config, worker: Callable[..., Any], *args: Any) -> None:
+    """Run `worker(local_rank, *args)` in this process, in each process a launcher started, or in --nproc-per-node
+    spawned processes: `idist.Parallel(backend, ...).run(worker, *args)`. One process sets up nothing distributed, so
+    its results stay exactly those of a plain run."""
+    world = launched_world_size()
+    if world > 1 and config.nproc_per_node > 1:
+        raise UserError(
+            f"--nproc-per-node {config.nproc_per_node}: this process was started by a launcher (torchrun or srun) as "
+            f"one of {world}. The launcher decides the process count; drop --nproc-per-node."
+        )
+    if world == 1 and config.nproc_per_node == 1:
+        worker(0, *args)
+        return
+    backend = resolve_backend(config.backend, config.device)
+    if world > 1:
+        _check_backend(backend, 1)
+        note = complete_env()
+        if note and process_rank() == 0:
+            print(note, flush=True)
+        with idist.Parallel(backend=backend) as parallel:
+            parallel.run(run_worker, worker, *args)
+        return
+    _check_backend(backend, config.nproc_per_node)
+    from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
+
+    try:
+        with idist.Parallel(backend=backend, nproc_per_node=config.nproc_per_node, master_port=_free_port()) as parallel:
+            parallel.run(_spawned, worker, *args)
+    except ProcessExitedException as exc:
+        how = f"was killed by {exc.signal_name}" if exc.signal_name else f"exited with code {exc.exit_code}"
+        raise WorkerFailed(f"process {exc.error_index} of {config.nproc_per_node} {how}; the others were stopped."
+                           + (" Resume with --auto-resume." if exc.signal_name else ""),
+                           exc.exit_code if exc.exit_code and exc.exit_code > 0 else 1) from None
+    except ProcessRaisedException as exc:  # an exception that escaped _spawned's guard: show the child's traceback
+        raise WorkerFailed(f"process {exc.error_index} of {config.nproc_per_node} failed:\n{exc}", 1) from None
+
+
+def _spawned(local_rank: int, worker: Callable[..., Any], *args: Any) -> None:
+    """A --nproc-per-node child: the project's exit codes and messages, as the launched processes have them."""
+    from ignite_app.main import guarded
+
+    code = guarded("train.py", lambda: run_worker(local_rank, worker, *args))
+    if code:
+        sys.exit(code)
+
+
+PEER_LOSS_SIGNS = ("connection closed by peer", "connection reset by peer", "broken pipe", "socket closed",
+                   "nccl communicator was aborted", "timed out", "connection refused")
+
+
+def run_worker(local_rank: int, worker: Callable[..., Any], *args: Any) -> None:
+    """One rank's work; a collective that fails because a peer died becomes one clear message instead of a traceback
+    (the launcher, torchrun or spawn, then stops the remaining processes and names the one that died)."""
+    try:
+        worker(local_rank, *args)
+    except RuntimeError as exc:  # gloo/nccl report a lost peer as a RuntimeError (DistBackendError)
+        text = str(exc).strip()
+        if not any(sign in text.lower() for sign in PEER_LOSS_SIGNS):
+            raise
+        raise PeerLost(
+            f"rank {idist.get_rank()} of {idist.get_world_size()} lost contact with the other processes "
+            f"({text.splitlines()[0][:200]}): one of them died or was killed, so this one stops too. The launcher's "
+            "report names the process that failed; resume the run with --auto-resume."
+        ) from None
+
+
+# ---------------------------------------------------------------- ranks deciding together
+
+
+def rank() -> int:
+    return idist.get_rank()
+
+
+def world_size() -> int:
+    return idist.get_world_size()
+
+
+def is_main() -> bool:
+    return idist.get_rank() == 0
+
+
+def decided_by_rank_zero(decide: Callable[[], T]) -> T:
+    """Rank 0 calls `decide()` (a JSON-able value: run id, directory, checkpoint path) and every rank gets its result;
+    an error there is raised on every rank, so none waits for an answer that never comes."""
+    if idist.get_world_size() == 1:
+        return decide()
+    payload = ""
+    if idist.get_rank() == 0:
+        try:
+            payload = json.dumps({"value": decide()})
+        except BaseException as error:
+            code = error.exit_code if isinstance(error, AppError) else 1
+            idist.broadcast(json.dumps({"error": str(error), "exit_code": code}), src=0)
+            raise
+    message = json.loads(idist.broadcast(payload, src=0, safe_mode=True))
+    if "error" in message:
+        raise (UserError if message["exit_code"] == EXIT_USER_ERROR else TrainingStopped)(message["error"])
+    return message["value"]
+
+
+def wrap_model(model: nn.Module) -> nn.Module:
+    """DistributedDataParallel (Ignite's auto_model: the right device ids for nccl) with several processes; the model
+    itself with one (auto_model would wrap a lone process in DataParallel on a multi-GPU machine)."""
+    return idist.auto_model(model) if idist.get_world_size() > 1 else model
+
+
+def device(single: torch.device) -> torch.device:
+    """This rank's device: its own GPU (LOCAL_RANK) under a launcher, else the one resolved for a single process."""
+    return idist.device() if idist.get_world_size() > 1 and single.type == "cuda" else single
+
+
+class StopTogether:
+    """Attached first to the trainer's ITERATION_COMPLETED: one all-reduce of two numbers per iteration makes every
+    rank's `engine.state.output` the mean loss over ranks (what is logged, shown and checked for NaN, so a NaN on one
+    rank stops all of them at the same iteration), and turns a stop that any rank asked for (`request`: a preemption
+    signal, a handler) into a stop of every rank at the same iteration, so no rank waits alone in a collective.
+    With one process it only honours `request` (no collective, results unchanged)."""
+
+    def __init__(self) -> None:
+        self.requested: Optional[str] = None
+        self.reason: Optional[str] = None  # why the trainer was stopped, once it was
+
+    def request(self, reason: str) -> None:
+        self.requested = reason
+
+    def __call__(self, engine: Engine) -> None:
+        size = idist.get_world_size()
+        stop = self.requested
+        if size > 1:
+            local = torch.tensor([float(engine.state.output), 1.0 if stop else 0.0], dtype=torch.float64,
+                                 device=idist.device())
+            total = idist.all_reduce(local).cpu()
+            engine.state.output = float(total[0]) / size
+            stop = stop or ("another process asked to stop" if total[1] > 0 else None)
+        if stop and self.reason is None:
+            self.reason = stop
+            engine.terminate()
+
+
+# ---------------------------------------------------------------- per-rank RNG states in checkpoints
+
+
+def gather_states(local: dict[str, Any]) -> dict[str, Any]:
+    """One process: its state as is. Several: every rank's state, in rank order (kept as tensors and plain values, so
+    `torch.load(weights_only=True)` still reads the checkpoint)."""
+    size = idist.get_world_size()
+    if size == 1:
+        return local
+    return {"world_size": size, "ranks": list(idist.all_gather(local))}
+
+
+def own_state(saved: dict[str, Any]) -> tuple[Optional[dict[str, Any]], int]:
+    """(this rank's state from a checkpoint, the number of processes that wrote it); None when that run had fewer
+    ranks than this one (the rank keeps its fresh `seed + rank` state)."""
+    ranks = saved["ranks"] if "ranks" in saved else [saved]
+    r = idist.get_rank()
+    return (ranks[r] if r < len(ranks) else None), len(ranks)
