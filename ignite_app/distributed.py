@@ -11,6 +11,7 @@ checkpoint), the per-iteration consensus (mean loss, stop requests), and turning
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -28,11 +29,21 @@ T = TypeVar("T")
 
 
 class WorkerFailed(AppError):
-    """A process spawned by --nproc-per-node failed; its own message is printed above."""
+    """A process spawned by --nproc-per-node failed; its own message is printed above. `reported`: that message
+    says it all (a user error, exit 2, which every rank raises alike), so the parent adds nothing."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, reported: bool = False) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.reported = reported
+
+
+def _quiet_launcher_logs() -> None:
+    """Ignite's Parallel logs its set-up and teardown at INFO on every run, and torch's spawn warns about each process
+    it stops after another failed: lines around the one paragraph a run or a user error prints (the start-up lines
+    already name the process count and the backend). Called after Parallel(...) is built, which sets its level."""
+    logging.getLogger("ignite.distributed.launcher.Parallel").setLevel(logging.WARNING)
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
 
 
 class PeerLost(TrainingStopped):
@@ -115,20 +126,25 @@ def launch(config: Config, worker: Callable[..., Any], *args: Any) -> None:
         note = complete_env()
         if note and process_rank() == 0:
             print(note, flush=True)
-        with idist.Parallel(backend=backend) as parallel:
+        parallel = idist.Parallel(backend=backend)
+        _quiet_launcher_logs()
+        with parallel:
             parallel.run(run_worker, worker, *args)
         return
     _check_backend(backend, config.nproc_per_node)
     from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 
     try:
-        with idist.Parallel(backend=backend, nproc_per_node=config.nproc_per_node, master_port=_free_port()) as parallel:
+        parallel = idist.Parallel(backend=backend, nproc_per_node=config.nproc_per_node, master_port=_free_port())
+        _quiet_launcher_logs()
+        with parallel:
             parallel.run(_spawned, worker, *args)
     except ProcessExitedException as exc:
         how = f"was killed by {exc.signal_name}" if exc.signal_name else f"exited with code {exc.exit_code}"
         raise WorkerFailed(f"process {exc.error_index} of {config.nproc_per_node} {how}; the others were stopped."
                            + (" Resume with --auto-resume." if exc.signal_name else ""),
-                           exc.exit_code if exc.exit_code and exc.exit_code > 0 else 1) from None
+                           exc.exit_code if exc.exit_code and exc.exit_code > 0 else 1,
+                           reported=exc.exit_code == EXIT_USER_ERROR) from None
     except ProcessRaisedException as exc:  # an exception that escaped _spawned's guard: show the child's traceback
         raise WorkerFailed(f"process {exc.error_index} of {config.nproc_per_node} failed:\n{exc}", 1) from None
 
@@ -233,6 +249,27 @@ class StopTogether:
         if stop and self.reason is None:
             self.reason = stop
             engine.terminate()
+
+
+class ShareWeightedLoss(nn.Module):
+    """The training loss of one rank's share of a global batch, weighted so that DDP's gradient (the mean over ranks)
+    is the one-process gradient of the whole batch: a rank holding n of the batch's g samples scales its mean loss by
+    n * world_size / g. Shares differ in size when the global batch (or an epoch's last, partial one) does not divide
+    by the number of processes (129 over 2: 65 and 64); unweighted, the smaller share's samples would count more.
+    The mean over ranks of these losses (what StopTogether logs) is then the batch's mean loss too.
+    `weigh`, on the trainer's ITERATION_STARTED, tells it the size of the global batch being trained on."""
+
+    def __init__(self, loss_fn: nn.Module, world_size: int) -> None:
+        super().__init__()
+        self.loss_fn, self.world_size = loss_fn, world_size
+        self.global_len = 0
+
+    def weigh(self, engine: Engine, sampler: Any) -> None:
+        self.global_len = sampler.global_batch_len((engine.state.iteration - 1) % len(sampler))
+
+    def forward(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = self.loss_fn(y_pred, y)
+        return loss * (len(y) * self.world_size / self.global_len) if self.global_len else loss
 
 
 # ---------------------------------------------------------------- per-rank RNG states in checkpoints

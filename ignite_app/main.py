@@ -37,6 +37,8 @@ def _speaks(error: AppError) -> bool:
     """Rank 0 reports the errors that all ranks raise alike (bad input, a stop they made together); a rank that lost
     its peers says so itself. RANK is the launcher's (torchrun, idist's spawn), read from the environment because the
     process group is gone by the time an error reaches here."""
+    if getattr(error, "reported", False):  # a spawned process already said it (distributed.WorkerFailed)
+        return False
     return os.environ.get("RANK", "0") == "0" or type(error).__name__ == "PeerLost"
 
 
@@ -74,13 +76,13 @@ def worker(local_rank: int, argv: list[str]) -> None:
 
 def _checkpoint_to_resume(config) -> Optional[tuple[str, str]]:
     """(local checkpoint file, how it was found) for --resume / --auto-resume, or None: rank 0's decision."""
-    from ignite_app import resume
+    from ignite_app import resume, tracking
 
     if config.resume:
         path, origin = resume.resolve_spec(config.resume)
         return str(path), origin
     if config.auto_resume:
-        found = resume.find_auto_resume(config.output_dir)
+        found = resume.find_auto_resume(config.output_dir, tracking.given_run_id())  # a sweep trial: its own run only
         if found is None:
             print(f"--auto-resume: no checkpoint under {config.output_dir}; starting a new run.", flush=True)
             return None

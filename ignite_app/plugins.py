@@ -140,7 +140,9 @@ def _check_keywords(spec: str, target: Callable[..., Any], kwargs: dict[str, Any
     try:
         signature.bind(*([None] if takes_app else []), **kwargs)
     except TypeError as exc:
-        raise UserError(f"--handler {spec}: {exc} (it takes {', '.join(accepted) or 'no keyword arguments'}).") from None
+        call = "fn(app, **kwargs)" if takes_app else "Class(**kwargs)"
+        raise UserError(f"--handler {spec}: {exc} (it takes {', '.join(accepted) or 'no keyword arguments'}; a handler "
+                        f"is called as {call}).") from None
     try:
         hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
     except Exception:  # noqa: BLE001 - unresolvable annotations: the handler checks its own values

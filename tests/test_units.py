@@ -92,3 +92,19 @@ def test_handler_args_from_the_command_line_keep_their_spaces():
 
     config = parse(["--handler", "mod:fn", "--handler-arg", "key=custom seen", "--handler-arg", "every=2"])
     assert parse_handler_spec(config.handler[0]) == ("mod:fn", {"key": "custom seen", "every": 2})
+
+
+@pytest.mark.parametrize("env_mode, expected", [("dryrun", "offline"), ("OFFLINE", "offline"), ("disabled", "disabled"),
+                                                ("", "offline")])
+def test_wandb_mode_from_the_environment(env_mode, expected, tmp_path):
+    from ignite_app.tracking import resolve_mode
+
+    assert resolve_mode("auto", {"WANDB_MODE": env_mode, "NETRC": str(tmp_path / "none")}) == expected
+
+
+@pytest.mark.parametrize("requested", ["auto", "offline", "disabled"])
+def test_an_unknown_wandb_mode_in_the_environment_is_refused_whatever_the_flag(requested):
+    from ignite_app.tracking import resolve_mode
+
+    with pytest.raises(UserError, match="WANDB_MODE='cloud' is not a W&B mode; set it to one of online, offline, disabled"):
+        resolve_mode(requested, {"WANDB_MODE": "cloud"})
