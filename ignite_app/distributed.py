@@ -138,7 +138,7 @@ def launch(config: Config, worker: Callable[..., Any], *args: Any) -> None:
         parallel = idist.Parallel(backend=backend, nproc_per_node=config.nproc_per_node, master_port=_free_port())
         _quiet_launcher_logs()
         with parallel:
-            parallel.run(_spawned, worker, *args)
+            parallel.run(_spawned, os.getpid(), worker, *args)
     except ProcessExitedException as exc:
         how = f"was killed by {exc.signal_name}" if exc.signal_name else f"exited with code {exc.exit_code}"
         raise WorkerFailed(f"process {exc.error_index} of {config.nproc_per_node} {how}; the others were stopped."
@@ -149,9 +149,27 @@ def launch(config: Config, worker: Callable[..., Any], *args: Any) -> None:
         raise WorkerFailed(f"process {exc.error_index} of {config.nproc_per_node} failed:\n{exc}", 1) from None
 
 
-def _spawned(local_rank: int, worker: Callable[..., Any], *args: Any) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """A --nproc-per-node child ends when the process that spawned it dies, however it died: SIGKILLed (the OOM
+    killer, `kill -9`, a scheduler that signals one pid), its children would otherwise train on as orphans and keep
+    writing the run's checkpoints and W&B files while `--auto-resume` starts a second job on them. Linux's
+    PR_SET_PDEATHSIG does this; neither torch.multiprocessing nor the standard library exposes it, hence ctypes."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # it died before the line above
+        os._exit(1)
+
+
+def _spawned(local_rank: int, parent_pid: int, worker: Callable[..., Any], *args: Any) -> None:
     """A --nproc-per-node child: the project's exit codes and messages, as the launched processes have them."""
     from ignite_app.main import guarded
+
+    _die_with_parent(parent_pid)
 
     code = guarded("train.py", lambda: run_worker(local_rank, worker, *args))
     if code:
