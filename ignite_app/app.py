@@ -205,7 +205,8 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     )
     info = splits.info
     model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std, in_channels=info.channels,
-                        image_size=info.size, pretrained=config.pretrained).to(device)
+                        image_size=info.size, pretrained=config.pretrained,
+                        channels_last=config.channels_last).to(device)
     check_split_sizes(config, splits)
     optimizer = build_optimizer(config, model.parameters())
     loss_fn = nn.CrossEntropyLoss()

@@ -56,7 +56,7 @@ def load_trained_model(spec: str, data_dir: Optional[str] = None):
         info = dataclasses.replace(info, classes=tuple(saved["classes"]), mean=tuple(saved["mean"]), std=tuple(saved["std"]))
         splits.info = info
     model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std, in_channels=info.channels,
-                        image_size=info.size)
+                        image_size=info.size, channels_last=config.channels_last)
     resume.check_model_fits(model, checkpoint)
     model.load_state_dict(checkpoint.content["model"])
     return model.eval(), config, splits, checkpoint

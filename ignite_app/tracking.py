@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import threading
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse
@@ -15,6 +16,10 @@ from ignite_app.errors import UserError
 
 
 TRANSACTION_LOG_FLUSH_SECONDS = 1.0
+# what wandb.init imports lazily: the launch-inputs check that every run makes (~0.3-0.7 s on 2 cores), and the
+# artifact API that the first checkpoint needs
+_PREIMPORTS = ("wandb.sdk.launch.inputs.internal", "wandb.apis.public.artifacts")
+_prestart: Optional[threading.Thread] = None
 DEFAULT_PROJECT = "ignite-app"
 ENV_MODE_ALIASES = {"dryrun": "offline", "run": "online", "shared": "online"}  # W&B's older spellings of WANDB_MODE
 
@@ -62,6 +67,32 @@ def resolve_mode(requested: str, environ: Optional[dict] = None) -> str:
             "--wandb-mode offline and upload later with `wandb sync`."
         )
     return mode
+
+
+def prestart(mode: str) -> None:
+    """Import wandb and start its service process on a background thread, so that they overlap the imports of
+    torch and ignite, the dataset read and the model build instead of following them (bench/results.md). Writes
+    nothing where runs go (the run itself starts in `create_logger`, after every check); W&B's own debug log goes
+    to its cache directory. A failure here is left for `create_logger` to report."""
+    global _prestart
+    if mode == "disabled" or _prestart is not None:
+        return
+
+    def start() -> None:
+        try:
+            import importlib
+
+            import wandb
+
+            for module in _PREIMPORTS:
+                importlib.import_module(module)
+            wandb.setup()
+        except Exception:  # noqa: BLE001 - create_logger starts the run on this thread and reports what fails
+            pass
+
+    # not a daemon: the interpreter must not be torn down in the middle of an import, even on a bad-input exit
+    _prestart = threading.Thread(target=start, name="wandb-prestart")
+    _prestart.start()
 
 
 def check_wandb_dir(wandb_dir: Optional[str]) -> None:
@@ -135,6 +166,8 @@ def check_run_settings(config: Config) -> None:
 
 def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
     """Start (or continue, with the same run id) the W&B run through Ignite's WandBLogger."""
+    if _prestart is not None:
+        _prestart.join()
     import wandb
     from ignite.handlers.wandb_logger import WandBLogger
 
