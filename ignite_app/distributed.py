@@ -123,6 +123,7 @@ def launch(config: Config, worker: Callable[..., Any], *args: Any) -> None:
     backend = resolve_backend(config.backend, config.device)
     if world > 1:
         _check_backend(backend, 1)
+        _die_with_parent(os.getppid())  # torchrun's agent or srun's step daemon: orphans would train on as well
         note = complete_env()
         if note and process_rank() == 0:
             print(note, flush=True)
@@ -150,10 +151,11 @@ def launch(config: Config, worker: Callable[..., Any], *args: Any) -> None:
 
 
 def _die_with_parent(parent_pid: int) -> None:
-    """A --nproc-per-node child ends when the process that spawned it dies, however it died: SIGKILLed (the OOM
-    killer, `kill -9`, a scheduler that signals one pid), its children would otherwise train on as orphans and keep
-    writing the run's checkpoints and W&B files while `--auto-resume` starts a second job on them. Linux's
-    PR_SET_PDEATHSIG does this; neither torch.multiprocessing nor the standard library exposes it, hence ctypes."""
+    """A --nproc-per-node child (or a process torchrun or srun started) ends when the process that started it dies,
+    however it died: SIGKILLed (the OOM killer, `kill -9`, a scheduler that signals one pid), its workers would
+    otherwise train on as orphans and keep writing the run's checkpoints and W&B files while `--auto-resume` starts
+    a second job on them. Linux's PR_SET_PDEATHSIG does this; neither torch nor the standard library exposes it,
+    hence ctypes."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes

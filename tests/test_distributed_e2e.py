@@ -168,15 +168,19 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-def test_spawned_processes_die_with_a_sigkilled_parent(tmp_path):
-    """`kill -9` of the --nproc-per-node process must not leave its workers training on as orphans, writing the
-    run's checkpoints while an --auto-resume job starts on them."""
+@pytest.mark.parametrize("launcher", ["--nproc-per-node", "torchrun"])
+def test_workers_die_with_a_sigkilled_parent(tmp_path, launcher):
+    """`kill -9` of the --nproc-per-node process, or of torchrun alone, must not leave its workers training on as
+    orphans, writing the run's checkpoints while an --auto-resume job starts on them."""
     import signal
     import time
 
+    start = ([sys.executable, str(ROOT / "scripts" / "train.py"), "--nproc-per-node", "2"] if launcher != "torchrun" else
+             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+              str(ROOT / "scripts" / "train.py")])
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "train.py"), "--dataset", "digits", "--epochs", "200", "--no-onnx",
-         "--no-progress-bar", "--nproc-per-node", "2", "--output-dir", str(tmp_path / "runs")],
+        [*start, "--dataset", "digits", "--epochs", "200", "--no-onnx", "--no-progress-bar",
+         "--output-dir", str(tmp_path / "runs")],
         cwd=tmp_path, env=clean_env(tmp_path, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     children: list[int] = []
