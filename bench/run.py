@@ -231,7 +231,9 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
         "first to last training batch for (d)); whole-process wall time adds start-up, data loading, evaluation, "
         "checkpointing and export.", "",
     ]
-    path.write_text("\n".join(lines + results.get("notes", [])) + "\n")
+    analysis = Path(__file__).parent / "analysis.md"  # the hand-measured cost table, kept beside the generated one
+    extra = ["", analysis.read_text()] if analysis.exists() else []
+    path.write_text("\n".join(lines + results.get("notes", []) + extra) + "\n")
 
 
 def main() -> None:
