@@ -446,7 +446,8 @@ def _attach_onnx(app: App) -> None:
     app.onnx_exporter = OnnxExportHandler(
         app.model, verification_images(app.splits), app.output_dir, getattr(app.wandb_logger, "run", None),
         opset=cfg.onnx_opset, exporter=cfg.onnx_exporter, strict=cfg.onnx_strict, log=app.log,
-        metadata=model_metadata(cfg.dataset, info.classes, app.run_id, info.channels, info.size),
+        metadata=model_metadata(cfg.dataset, info.classes, app.run_id, info.channels, info.size, cfg.val_fraction,
+                                cfg.seed),
     )
     app.onnx_exporter.attach(app.trainer, app.evaluator, on_best=cfg.onnx_on_best)
 

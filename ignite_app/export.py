@@ -76,7 +76,7 @@ def export(argv: Optional[Sequence[str]] = None) -> None:
         report = export_and_verify(
             model, verification_images(splits), output, args.onnx_opset, args.onnx_exporter,
             metadata=model_metadata(config.dataset, splits.info.classes, checkpoint.meta["run_id"], splits.info.channels,
-                                    splits.info.size),
+                                    splits.info.size, config.val_fraction, config.seed),
         )
     except OSError as exc:  # a directory the checks above cannot see through (read-only mount, /proc, quota)
         if exc.filename is None or Path(exc.filename).resolve() not in (output.resolve(), output.parent.resolve()):
