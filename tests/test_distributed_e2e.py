@@ -122,7 +122,17 @@ def test_nan_on_one_rank_stops_every_rank_at_the_same_iteration(tmp_path):
     assert r0["iteration"] == r1["iteration"] < 22
 
 
-def test_a_dead_rank_takes_the_job_down_within_seconds(tmp_path):
-    proc = torchrun([*ARGS, *handler("die_on_rank", rank=1, iteration=3)], tmp_path, timeout=90)
+@pytest.mark.parametrize("failure", ["die_on_rank", "fail_on_rank"])
+def test_a_dead_or_failing_rank_takes_the_job_down(tmp_path, failure):
+    """SIGKILL of one rank, or an exception in a handler on one rank: its peer's next collective fails at once, it says
+    why and exits, and torchrun names the rank (a rank left waiting would hang until the timeout)."""
+    proc = torchrun([*ARGS, *handler(failure, rank=1, iteration=3)], tmp_path, timeout=90)
     assert proc.returncode != 0
-    assert "Signal 9 (SIGKILL)" in proc.stderr and "rank      : 1" in proc.stderr  # torchrun names the dead rank
+    assert "rank      : 1" in proc.stderr  # torchrun's report names the failed rank
+    if failure == "die_on_rank":
+        # rank 0 either notices first (its message) or is stopped by torchrun first (SIGTERM): both end the job
+        assert "Signal 9 (SIGKILL)" in proc.stderr
+        assert "rank 0 of 2 lost contact" in proc.stderr or "Signal 15 (SIGTERM)" in proc.stderr
+    else:
+        assert "ValueError: a user handler failed on rank 1" in proc.stderr
+        assert "rank 0 of 2 lost contact with the other processes" in proc.stderr

@@ -119,3 +119,13 @@ def die_on_rank(app, rank: int, iteration: int) -> None:
     def _die(_):
         if idist.get_rank() == rank:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fail_on_rank(app, rank: int, iteration: int) -> None:
+    """A handler that raises on one rank only, at `iteration`."""
+    import ignite.distributed as idist
+
+    @app.trainer.on(Events.ITERATION_COMPLETED(once=iteration))
+    def _fail(_):
+        if idist.get_rank() == rank:
+            raise ValueError(f"a user handler failed on rank {rank}")
