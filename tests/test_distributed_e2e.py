@@ -2,7 +2,9 @@
 bit-exactly under torchrun and in one process, a NaN on one rank and a dead rank stopping the whole job."""
 import json
 import os
+import random
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -113,13 +115,47 @@ def test_two_process_checkpoint_continues_in_one_process(crashed, tmp_path):
 
 
 def test_nan_on_one_rank_stops_every_rank_at_the_same_iteration(tmp_path):
-    proc = torchrun([*ARGS, *handler("nan_on_rank", rank=1, iteration=3), *handler("record_rank", directory=tmp_path)],
-                    tmp_path, timeout=90)  # a rank left waiting in a collective would hang until this timeout
-    assert proc.returncode != 0
-    assert "loss became NaN or infinite" in proc.stderr
-    assert proc.stderr.count("Traceback") == 1 and "ChildFailedError" in proc.stderr  # torchrun's report, no worker's
+    """Spawned by --nproc-per-node this time (idist.Parallel with nproc_per_node): the launcher-free path."""
+    proc = run_train([*ARGS, "--nproc-per-node", "2", *handler("nan_on_rank", rank=1, iteration=3),
+                      *handler("record_rank", directory=tmp_path)], tmp_path, check=False, timeout=90,
+                     env=clean_env(tmp_path, OMP_NUM_THREADS="1"))  # a rank left waiting would hang until the timeout
+    assert proc.returncode == 1
+    assert proc.stderr.count("loss became NaN or infinite") == 1 and "Traceback" not in proc.stderr  # rank 0 speaks
+    assert "process 0 of 2 exited with code 1" in proc.stderr or "process 1 of 2 exited with code 1" in proc.stderr
     r0, r1 = ranks(tmp_path)
     assert r0["iteration"] == r1["iteration"] < 22
+
+
+def srun(args, tmp_path: Path, ntasks: int = 2) -> list[subprocess.CompletedProcess]:
+    """What `srun --ntasks N python scripts/train.py ...` starts on one node: N processes with Slurm's variables
+    (Ignite derives the rendezvous from them: MASTER_ADDR from the node list, MASTER_PORT 15000 + the job id's last
+    4 digits)."""
+    for _ in range(100):
+        port = random.randrange(15000, 25000)
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                break
+    slurm = dict(SLURM_JOB_ID=f"9{port - 15000:04d}", SLURM_STEP_ID="0", SLURM_NTASKS=str(ntasks),
+                 SLURM_JOB_NODELIST="localhost", SLURM_JOB_NUM_NODES="1", OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *args, "--output-dir",
+                               str(tmp_path / "runs")], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=clean_env(tmp_path, SLURM_PROCID=str(r), SLURM_LOCALID=str(r), **slurm))
+             for r in range(ntasks)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return results
+
+
+def test_srun_tasks_train_as_one_run(tmp_path):
+    tasks = srun([*ARGS, "--epochs", "1", *handler("record_rank", directory=tmp_path)], tmp_path)
+    for task in tasks:
+        ok(task)
+    assert "2 processes (gloo)" in tasks[0].stdout and "Run " not in tasks[1].stdout  # rank 0 speaks for both
+    assert len(offline_runs(tmp_path)) == 1 and len(list((tmp_path / "runs").iterdir())) == 1
+    r0, r1 = ranks(tmp_path)
+    assert r0["world_size"] == 2 and r0["test"] == r1["test"] and r0["iteration"] == 11
 
 
 @pytest.mark.parametrize("failure", ["die_on_rank", "fail_on_rank"])
