@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ROOT, clean_env, inspect_summary, offline_runs, run_train
+from helpers import ROOT, clean_env, history, inspect_summary, offline_runs, run_train
 
 pytestmark = pytest.mark.e2e
 
@@ -83,6 +83,10 @@ def test_one_run_one_directory_and_the_same_metrics_on_every_rank(uninterrupted)
     assert r0["world_size"] == r1["world_size"] == 2 and r0["iteration"] == r1["iteration"] == 22
     assert r0["validation"] == r1["validation"] and r0["test"] == r1["test"]
     assert summary["summary"]["test/accuracy"] == r0["test"]["accuracy"] > 0.8
+    # every rank's handlers see the same loss, the mean over ranks, and that is what W&B logged (--log-interval 2)
+    assert r0["losses"] == r1["losses"] and len(r0["losses"]) == 22
+    logged = {row["_step"]: row["training/loss"] for row in history(run_dir) if "training/loss" in row}
+    assert logged and all(logged[step] == pytest.approx(r0["losses"][step - 1], rel=1e-6) for step in logged)
     # 359 test digits: 180 + 179 per rank, none padded or counted twice, so accuracy is a multiple of 1/359
     assert round(r0["test"]["accuracy"] * 359, 6) == round(r0["test"]["accuracy"] * 359)
     content = checkpoint(uninterrupted)
