@@ -14,6 +14,14 @@ import torch
 from ignite.engine import Engine, Events
 
 
+def wandb_image(pixels: torch.Tensor) -> Any:
+    """A wandb.Image of one image (C x H x W uint8, one or three channels)."""
+    import wandb
+
+    array = pixels.cpu().numpy()
+    return wandb.Image(array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0))
+
+
 class HardExamplesTable:
     """Each `every` epochs: the `count` misclassified validation images with the highest loss, as a wandb.Table of
     (image, true class, predicted class, probability of the prediction, loss), logged at the trainer's iteration.
@@ -40,8 +48,10 @@ class HardExamplesTable:
         model, device = app.model, app.device
         was_training = model.training
         model.eval()
-        images, labels = app.splits.val.images, app.splits.val.labels
-        logits = torch.cat([model(images[i : i + 1000].to(device)).float().cpu() for i in range(0, len(images), 1000)])
+        split = app.splits.val
+        labels = split.labels
+        logits = torch.cat([model(split.__getitems__(list(range(i, min(i + 1000, len(split)))))[0].to(device)).float().cpu()
+                            for i in range(0, len(split), 1000)])
         model.train(was_training)
         losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
         probs, predicted = logits.softmax(1).max(1)
@@ -49,7 +59,8 @@ class HardExamplesTable:
         hardest = wrong[losses[wrong].argsort(descending=True)[: self.count]]
         classes = app.splits.info.classes
         table = wandb.Table(columns=["image", "true", "predicted", "probability", "loss"])
-        for i in hardest.tolist():
-            table.add_data(wandb.Image(images[i, 0].numpy()), classes[labels[i]], classes[predicted[i]],
+        images, _ = split.__getitems__(hardest.tolist())
+        for image, i in zip(images, hardest.tolist()):
+            table.add_data(wandb_image(image), classes[labels[i]], classes[predicted[i]],
                            float(probs[i]), float(losses[i]))
         app.wandb_logger.log({"validation/hard_examples": table}, step=trainer.state.iteration)

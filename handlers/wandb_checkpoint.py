@@ -73,6 +73,12 @@ class WandBCheckpointSaver(DiskSaver):
         self._pending = [f for f in self._pending if not f.done()]
         self._pending.append(self._uploader.submit(self._log_artifact, staged, filename, aliases, info))
 
+    def remove(self, filename: str) -> None:
+        """Prune an old checkpoint that may already be gone: a run resumed from an older checkpoint inherits its
+        Checkpoint's list of saved files, and the newer run it branched from pruned some of them already."""
+        if (self.dirname / filename).exists():
+            super().remove(filename)
+
     def _log_artifact(self, staged: Path, filename: str, aliases: list[str], info: dict[str, Any]) -> None:
         import wandb
 

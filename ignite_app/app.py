@@ -27,14 +27,17 @@ from ignite.metrics import Frequency
 from ignite.utils import manual_seed
 from torch import nn
 
+from ignite_app.handlers.best_metrics import BestMetrics
 from ignite_app.handlers.onnx_export import OnnxExportHandler
+from ignite_app.handlers.test_report import TestReport
 from ignite_app.handlers.wandb_checkpoint import WandBCheckpointSaver
 from ignite_app import distributed, plugins, resume, tracking
-from ignite_app.config import ONNX_VERIFY_BATCH_SIZES, Config, validate
-from ignite_app.data import Loaders, Splits, load_splits, make_loaders
+from ignite_app.config import Config, validate
+from ignite_app.augment import BatchAugment
+from ignite_app.data import Loaders, Splits, make_loaders, splits_from_config, verification_images
 from ignite_app.engines import GradNormClipper, create_engines
 from ignite_app.errors import TrainingStopped, UserError
-from ignite_app.models import build_model
+from ignite_app.models import build_model, check_model_name
 from ignite_app.schedules import create_lr_scheduler
 from ignite_app.state import RNGStates, RunMeta
 
@@ -65,6 +68,7 @@ class App:
     onnx_exporter: Optional[OnnxExportHandler] = None
     grad_clipper: Optional[GradNormClipper] = None
     user_handlers: list[Callable[["App"], None]] = field(default_factory=list)  # --handler, resolved
+    share_loss: Optional[distributed.ShareWeightedLoss] = None  # the trainer's loss with several processes
     stop_together: distributed.StopTogether = field(default_factory=distributed.StopTogether)
     attached: bool = False  # attach_handlers ran
 
@@ -85,7 +89,7 @@ class App:
     def restore(self, checkpoint: resume.ResolvedCheckpoint) -> None:
         """Load every object of the checkpoint into this run; the RNG states last, right before training."""
         content = checkpoint.content
-        to_load = {k: v for k, v in self.to_save.items() if k not in ("rng", "meta")}
+        to_load = {k: v for k, v in self.to_save.items() if k not in ("rng", "meta", "data")}
         if content["meta"].get("kind") == "best":
             to_load["best_checkpointer"] = self.checkpointers["best_checkpointer"]
         else:
@@ -184,6 +188,8 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     """
     config = validate(config)  # a Config built in Python gets the same checks as one parsed from flags
     wandb_mode = tracking.resolve_mode(config.wandb_mode)
+    tracking.check_run_settings(config)
+    check_model_name(config.model)
     user_handlers = plugins.load_handlers(config.handler)
     device = distributed.device(resolve_device(config.device))
     if checkpoint is None:
@@ -192,19 +198,22 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     # each rank draws its own dropout/augmentation numbers; DDP starts every rank from rank 0's weights
     manual_seed(config.seed + rank if world_size > 1 else config.seed)
     with idist.one_rank_first(local=True):  # one process per machine fills the data cache, the others then read it
-        splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
-    check_split_sizes(config, splits)
+        splits = splits_from_config(config)
     loaders = make_loaders(
         splits, config.batch_size, config.val_batch_size, config.seed, config.num_workers, device.type == "cuda",
         rank=rank, world_size=world_size,
     )
     info = splits.info
-    model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std).to(device)
+    model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std, in_channels=info.channels,
+                        image_size=info.size, pretrained=config.pretrained,
+                        channels_last=config.channels_last).to(device)
+    check_split_sizes(config, splits)
     optimizer = build_optimizer(config, model.parameters())
     loss_fn = nn.CrossEntropyLoss()
+    share_loss = distributed.ShareWeightedLoss(loss_fn, world_size) if world_size > 1 else None
     engines = create_engines(model, optimizer, loss_fn, device, amp=config.amp,
                              accumulation_steps=config.accumulation_steps, clip_grad_norm=config.clip_grad_norm,
-                             compile_model=config.compile, wrap=distributed.wrap_model)
+                             compile_model=config.compile, wrap=distributed.wrap_model, train_loss_fn=share_loss)
     epoch_length = len(loaders.train)
     if config.warmup_iters >= config.epochs * epoch_length:
         raise UserError(f"--warmup-iters {config.warmup_iters} is not shorter than the whole run "
@@ -215,6 +224,7 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     )
     if checkpoint is not None:
         resume.check_model_fits(model, checkpoint)
+        _check_same_classes(info.classes, checkpoint)
     # rank 0 chooses the run id and directory for all; it alone writes files and talks to W&B
     run_id, location = distributed.decided_by_rank_zero(
         lambda: (lambda run_id, path: (run_id, str(path)))(*_run_location(config, checkpoint)))
@@ -227,9 +237,18 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     logger = tracking.create_logger(config, run_id, wandb_mode if rank == 0 else "disabled", resume=checkpoint is not None)
     if rank == 0:
         print_start(config, run_id, output_dir, device, splits, logger)
+    if getattr(logger, "run", None) is not None and not getattr(logger.run, "disabled", False):
+        logger.run.config.update({"data": info.state_dict()}, allow_val_change=True)  # class names, shape, mean/std
+    min_log_step = tracking.resumed_step(logger) if checkpoint is not None else 0
+
+    def log_new_steps(values: dict[str, float], step: int) -> None:
+        if step >= min_log_step:
+            logger.log(values, step=step)
+
     to_save = {
         "model": model, "optimizer": optimizer, "trainer": engines.trainer,
-        "rng": RNGStates(), "meta": RunMeta(run_id, config.to_dict()),
+        "rng": RNGStates(), "meta": RunMeta(run_id, config.to_dict()), "data": info,
+        "best_metrics": BestMetrics(engines.trainer, log_new_steps),  # validation/best_*: what sweeps rank by
         "lr_scheduler": lr_scheduler, "scaler": engines.scaler,
         "early_stopping": EarlyStopping(
             config.early_stopping, score_function=lambda engine: engine.state.metrics["accuracy"], trainer=engines.trainer
@@ -240,9 +259,18 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
         model=model, optimizer=optimizer, loss_fn=loss_fn, trainer=engines.trainer, evaluator=engines.evaluator,
         test_evaluator=engines.test_evaluator, wandb_logger=logger, checkpoint=checkpoint,
         to_save={k: v for k, v in to_save.items() if v is not None},  # one dict for checkpointing and resuming
-        grad_clipper=engines.grad_norm, user_handlers=user_handlers,
-        min_log_step=tracking.resumed_step(logger) if checkpoint is not None else 0,
+        grad_clipper=engines.grad_norm, user_handlers=user_handlers, share_loss=share_loss,
+        min_log_step=min_log_step,
     )
+
+
+def _check_same_classes(classes: tuple[str, ...], checkpoint: resume.ResolvedCheckpoint) -> None:
+    saved = checkpoint.content.get("data", {}).get("classes")
+    if saved is not None and list(saved) != list(classes):
+        raise UserError(
+            f"The checkpoint {checkpoint.origin} was trained on the classes {saved}, but the data now has {list(classes)}. "
+            "Resume with the data the run was trained on (--data-dir), or start a new run."
+        )
 
 
 def check_output_dir(path: Path) -> None:
@@ -260,27 +288,25 @@ def check_output_dir(path: Path) -> None:
 
 
 def check_split_sizes(config: Config, splits: Splits) -> None:
-    """Enough images in each split for what the run does with it (known only once the dataset is read)."""
+    """Enough images in each split for what the run does with it (known only once the dataset is read). ONNX
+    verification needs no minimum: it repeats validation and test images up to its batch sizes
+    (`data.verification_images`)."""
     total = len(splits.train) + len(splits.val)
     if len(splits.train) < 1:
         raise UserError(f"--val-fraction {config.val_fraction} leaves no training images (all {total} of "
                         f"{config.dataset}'s training set go to validation); lower it, e.g. to 0.1.")
-    need = max(ONNX_VERIFY_BATCH_SIZES)
-    if config.onnx and len(splits.val) < need:
-        raise UserError(
-            f"--val-fraction {config.val_fraction} leaves {len(splits.val)} validation images, but verifying the "
-            f"ONNX export needs {need} (it compares onnxruntime with PyTorch at batch sizes "
-            f"{' and '.join(map(str, ONNX_VERIFY_BATCH_SIZES))}); raise --val-fraction to at least "
-            f"{math.ceil(need / total * 1000) / 1000}, or pass --no-onnx."
-        )
+    if len(splits.val) < 1:
+        raise UserError(f"--val-fraction {config.val_fraction} leaves no validation images of {total}; raise it.")
 
 
 def print_start(config: Config, run_id: str, output_dir: Path, device: torch.device, splits: Splits, logger) -> None:
     """The few values that say what this run is; the whole config is in config.yaml."""
     kernels = f" {' '.join(map(str, config.kernels))}" if config.model == "convnet" else ""
+    info = splits.info
     lines = [
         f"Run {run_id}: {config.dataset} ({len(splits.train)} train / {len(splits.val)} validation / "
-        f"{len(splits.test)} test images, from {splits.source})",
+        f"{len(splits.test)} test images of {info.channels} x {info.size[0]} x {info.size[1]}, {info.num_classes} "
+        f"classes, from {splits.source})" + "".join(f"; {note}" for note in splits.notes),
         f"  model {config.model}{kernels}, {config.optimizer} lr {config.lr:g}, {config.epochs} epoch"
         f"{'s' if config.epochs != 1 else ''} of batch "
         f"{config.batch_size}, device {device}" + (f", preset {config.preset}" if config.preset else "")
@@ -293,8 +319,11 @@ def print_start(config: Config, run_id: str, output_dir: Path, device: torch.dev
 
 def _run_location(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint]) -> tuple[str, Path]:
     """(run id, output dir): a new id under --output-dir, or the checkpoint's run and directory."""
+    agent_run_id = tracking.sweep_agent_run_id()
+    if agent_run_id:  # under a W&B sweep agent, wandb.init takes the agent's run id whatever id it is given
+        return agent_run_id, Path(config.output_dir) / agent_run_id
     if checkpoint is None:
-        run_id = new_run_id()
+        run_id = tracking.given_run_id() or new_run_id()
         return run_id, Path(config.output_dir) / run_id
     run_id = checkpoint.meta["run_id"]
     return run_id, resume.run_dir_of(checkpoint.path) or Path(config.output_dir) / run_id
@@ -413,12 +442,22 @@ def _attach_onnx(app: App) -> None:
         return
     from ignite_app.onnx_tools import model_metadata
 
+    info = app.splits.info
     app.onnx_exporter = OnnxExportHandler(
-        app.model, app.splits.val.images[:64], app.output_dir, getattr(app.wandb_logger, "run", None),
+        app.model, verification_images(app.splits), app.output_dir, getattr(app.wandb_logger, "run", None),
         opset=cfg.onnx_opset, exporter=cfg.onnx_exporter, strict=cfg.onnx_strict, log=app.log,
-        metadata=model_metadata(cfg.dataset, app.splits.info.classes, app.run_id),
+        metadata=model_metadata(cfg.dataset, info.classes, app.run_id, info.channels, info.size, cfg.val_fraction,
+                                cfg.seed),
     )
     app.onnx_exporter.attach(app.trainer, app.evaluator, on_best=cfg.onnx_on_best)
+
+
+def _attach_test_report(app: App) -> None:
+    """Every rank collects its shard's predictions (the report gathers them); rank 0 prints, writes and logs."""
+    if not app.config.test_report:
+        return
+    TestReport(app.splits.info.classes, app.output_dir, getattr(app.wandb_logger, "run", None), images=app.splits.test,
+               log=app.log, step=lambda: app.trainer.state.iteration).attach(app.test_evaluator)
 
 
 def attach_handlers(app: App) -> App:
@@ -429,6 +468,10 @@ def attach_handlers(app: App) -> App:
     trainer = app.trainer
     sampler = app.loaders.train.batch_sampler
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
+    if app.config.augment:  # a pure function of (seed, iteration): resumes stay bit-exact
+        BatchAugment(app.config.seed, app.splits.info.size).attach(trainer)
+    if app.share_loss is not None:
+        trainer.add_event_handler(Events.ITERATION_STARTED, app.share_loss.weigh, sampler)
     # first of all ITERATION_COMPLETED handlers: the loss they see is the mean over ranks, stops are made together
     trainer.add_event_handler(Events.ITERATION_COMPLETED, app.stop_together)
     if app.config.terminate_on_nan:
@@ -436,16 +479,19 @@ def attach_handlers(app: App) -> App:
     if "lr_scheduler" in app.to_save:
         trainer.add_event_handler(Events.ITERATION_STARTED, app.to_save["lr_scheduler"])
     _attach_throughput(app)
-    # tqdm writes to stderr; piped into a file or a CI log its redraws are fragments: there the per-epoch line says it
-    if app.config.progress_bar and sys.stderr.isatty() and distributed.is_main():
+    # piped into a file or a CI log (stdout or stderr, where tqdm writes, not a terminal) its redraws are fragments:
+    # there the per-epoch line says it
+    if app.config.progress_bar and sys.stdout.isatty() and sys.stderr.isatty() and distributed.is_main():
         app.progress_bar = ProgressBar(persist=False)
         app.progress_bar.attach(trainer, output_transform=lambda loss: {"loss": loss},
                                 event_name=Events.ITERATION_COMPLETED(event_filter=AtMostEvery(0.2)))
     _attach_validation(app)
+    app.evaluator.add_event_handler(Events.COMPLETED, app.to_save["best_metrics"])
     if "early_stopping" in app.to_save:  # after validation's metrics exist, before the epoch's checkpoint
         app.evaluator.add_event_handler(Events.COMPLETED, app.to_save["early_stopping"])
     _attach_checkpoints(app)
     _attach_onnx(app)
+    _attach_test_report(app)
     _attach_wandb(app)
     for attach_user_handler in app.user_handlers:
         attach_user_handler(app)

@@ -8,6 +8,7 @@ import torch, torchvision or wandb.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from dataclasses import fields
 from typing import Any, Mapping, NoReturn, Optional, Sequence
@@ -53,6 +54,17 @@ class _ListHandlersAction(argparse.Action):
         parser.exit(0)
 
 
+class _ListModelsAction(argparse.Action):
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from ignite_app.models import describe_models
+
+        print(describe_models())
+        parser.exit(0)
+
+
 class _HandlerArgAction(argparse.Action):
     """`--handler-arg key=value` adds a keyword argument to the most recent `--handler`."""
 
@@ -60,7 +72,7 @@ class _HandlerArgAction(argparse.Action):
         specs = list(getattr(namespace, "handler", None) or [])
         if not specs:
             parser.error("--handler-arg must follow a --handler")
-        specs[-1] = f"{specs[-1]} {values}"
+        specs[-1] = f"{specs[-1]} {shlex.quote(values)}"  # a value may hold spaces
         setattr(namespace, "handler", specs)
 
 
@@ -99,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
             continue
         group.add_argument(*names, **kwargs)
+        if f.name == "model":
+            group.add_argument("--list-models", "--list_models", action=_ListModelsAction,
+                               help="list the networks --model accepts, then exit")
         if f.name == "handler":
             group.add_argument("--handler-arg", "--handler_arg", action=_HandlerArgAction, metavar="KEY=VALUE", default=argparse.SUPPRESS,
                                help="a keyword argument for the preceding --handler (repeatable)")

@@ -8,6 +8,7 @@ puts the IDX files under /usr/share/datasets/fashion-mnist/); a download into th
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,24 +27,31 @@ IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-
 class DatasetInfo:
     name: str
     num_classes: int
-    mean: float  # of pixel values scaled to [0, 1], over the training images
-    std: float
+    mean: tuple[float, ...]  # per channel, of pixel values scaled to [0, 1], over the training images
+    std: tuple[float, ...]
     classes: tuple[str, ...]
+    channels: int = 1
+    size: tuple[int, int] = (28, 28)  # (height, width) of every image the model sees
+
+    def state_dict(self) -> dict:
+        """What a checkpoint and the W&B config keep of the data: class names, shape and normalization."""
+        return {"name": self.name, "classes": list(self.classes), "channels": self.channels, "size": list(self.size),
+                "mean": list(self.mean), "std": list(self.std)}
 
 
 DATASET_INFO = {
-    "mnist": DatasetInfo("mnist", 10, 0.1307, 0.3081, tuple(str(i) for i in range(10))),
+    "mnist": DatasetInfo("mnist", 10, (0.1307,), (0.3081,), tuple(str(i) for i in range(10))),
     "fashion-mnist": DatasetInfo(
-        "fashion-mnist", 10, 0.2860, 0.3530,
+        "fashion-mnist", 10, (0.2860,), (0.3530,),
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
     ),
-    "digits": DatasetInfo("digits", 10, 0.3053, 0.3247, tuple(str(i) for i in range(10))),
+    "digits": DatasetInfo("digits", 10, (0.3053,), (0.3247,), tuple(str(i) for i in range(10))),
 }
 
 
 @dataclass
 class TensorSplit:
-    """Images (N, 1, 28, 28) uint8 and labels (N,) int64."""
+    """Images (N, C, H, W) uint8 and labels (N,) int64."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -59,14 +67,18 @@ class TensorSplit:
     def subset(self, index: torch.Tensor) -> "TensorSplit":
         return TensorSplit(self.images[index], self.labels[index])
 
+    def head(self, n: int) -> torch.Tensor:
+        return self.images[:n]
+
 
 @dataclass
 class Splits:
-    train: TensorSplit
+    train: TensorSplit  # or an imagefolder.MappedSplit: same interface, images in a memory-mapped cache
     val: TensorSplit
     test: TensorSplit
     info: DatasetInfo
     source: str  # where the files were found, for the start-up message
+    notes: tuple[str, ...] = ()  # what the start-up message should add (skipped files, the cache file)
 
 
 def default_cache_dir() -> Path:
@@ -204,15 +216,158 @@ def load_torchvision(
     )
 
 
-def load_splits(name: str, data_dir: Optional[str], val_fraction: float, seed: int, **lookup) -> Splits:
-    """Train/val/test tensors; the validation split is carved from the training set by `seed`."""
-    if name == "digits":
-        train_full, test, source = *load_digits(), "scikit-learn's bundled digits"
+def load_splits(name: str, data_dir: Optional[str], val_fraction: float, seed: int, image_size: Optional[int] = None,
+                max_memory: Optional[int] = None, skip_bad_images: bool = False, **lookup) -> Splits:
+    """Train/val/test tensors; the validation split is carved from the training set by `seed` (unless an
+    imagefolder brings its own val/)."""
+    from ignite_app import imagefolder
+
+    val, notes = None, []
+    if name == "imagefolder":
+        if not data_dir:
+            raise UserError("--dataset imagefolder needs --data-dir DIR (with train/CLASS/*.png and test/CLASS/...).")
+        folder = imagefolder.load_folder(data_dir, image_size, max_memory, skip_bad_images, lookup.get("cache_dir"))
+        train_full, val, test, source = folder.train, folder.val, folder.test, str(Path(data_dir))
+        if folder.skipped:
+            notes.append(f"skipped {len(folder.skipped)} unreadable image(s) (--skip-bad-images): "
+                         + ", ".join(folder.skipped[:5]) + (", ..." if len(folder.skipped) > 5 else ""))
+        if folder.where != "memory":
+            notes.append(f"decoded images memory-mapped from the cache file {folder.where}")
+        base = DatasetInfo(name, len(folder.classes), (), (), folder.classes, folder.channels, folder.size)
     else:
-        train_full, test, source = load_torchvision(name, data_dir, **lookup)
-    order = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(seed))
-    n_val = max(1, int(round(len(train_full) * val_fraction)))
-    return Splits(train_full.subset(order[n_val:]), train_full.subset(order[:n_val]), test, DATASET_INFO[name], source)
+        if name == "digits":
+            train_full, test, source = *load_digits(), "scikit-learn's bundled digits"
+        elif name == "cifar10":
+            train_full, test, source, classes = load_cifar10(data_dir, **lookup)
+        else:
+            train_full, test, source = load_torchvision(name, data_dir, **lookup)
+        if image_size and tuple(train_full.images.shape[-2:]) != (image_size, image_size):
+            train_full, test = resize_split(train_full, image_size), resize_split(test, image_size)
+        channels, size = train_full.images.shape[1], tuple(train_full.images.shape[-2:])
+        base = DATASET_INFO.get(name) or DatasetInfo(name, len(classes), (), (), classes)
+        base = dataclasses.replace(base, channels=channels, size=size)
+    if val is None:
+        order = torch.randperm(len(train_full), generator=torch.Generator().manual_seed(seed))
+        n_val = max(1, int(round(len(train_full) * val_fraction)))
+        train, val = train_full.subset(order[n_val:]), train_full.subset(order[:n_val])
+    else:
+        train = train_full
+    if not base.mean:  # computed once from the training split; kept in the model's Normalize layer
+        mean, std = channel_stats(train)
+        base = dataclasses.replace(base, mean=mean, std=std)
+    return Splits(train, val, test, base, source, tuple(notes))
+
+
+def splits_from_config(config, **lookup) -> Splits:
+    """load_splits with everything the config says about the data."""
+    from ignite_app.config import parse_size
+
+    return load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed, image_size=config.image_size,
+                       max_memory=parse_size(config.max_memory) if config.max_memory else None,
+                       skip_bad_images=config.skip_bad_images, **lookup)
+
+
+def verification_images(splits: Splits, count: int = 64) -> torch.Tensor:
+    """Real images to check an ONNX export against PyTorch: validation, then test images, repeated when a small
+    dataset has fewer than `count` (verification runs at batch sizes 1 and 37)."""
+    images = torch.cat([splits.val.head(count), splits.test.head(count)])[:count]
+    return images.repeat(-(-count // len(images)), 1, 1, 1)[:count]
+
+
+def channel_stats(split, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of pixels scaled to [0, 1], in float64, a chunk at a time (the split may be mapped)."""
+    total = total_sq = None
+    count = 0
+    for start in range(0, len(split), chunk):
+        images, _ = split.__getitems__(list(range(start, min(start + chunk, len(split)))))
+        values = images.to(torch.float64).div_(255.0).transpose(0, 1).flatten(1)
+        sums, squares = values.sum(1), values.square().sum(1)
+        total = sums if total is None else total + sums
+        total_sq = squares if total_sq is None else total_sq + squares
+        count += values.shape[1]
+    mean = total / count
+    std = (total_sq / count - mean.square()).clamp_min(1e-12).sqrt()
+    return tuple(round(float(m), 6) for m in mean), tuple(max(round(float(s), 6), 1e-3) for s in std)
+
+
+def resize_split(split: TensorSplit, size: int, chunk: int = 2048) -> TensorSplit:
+    """A built-in dataset at --image-size: antialiased bilinear resizing of the uint8 tensors, once."""
+    from torchvision.transforms.v2 import functional as TF
+
+    parts = [TF.resize(split.images[i : i + chunk], [size, size], antialias=True) for i in range(0, len(split), chunk)]
+    return TensorSplit(torch.cat(parts), split.labels)
+
+
+# ---------------------------------------------------------------- CIFAR-10
+
+
+CIFAR_FOLDER = "cifar-10-batches-py"
+
+
+def _cifar10_class(check_md5: bool):
+    from torchvision.datasets import CIFAR10
+
+    if check_md5:
+        return CIFAR10
+
+    class LocalCIFAR10(CIFAR10):
+        """CIFAR10 reading files already on disk without torchvision's md5 check of the archive's batches: a user's
+        copy may be re-pickled (and tests write small ones); the arrays are checked for shape when read instead."""
+
+        train_list = [[name, None] for name, _ in CIFAR10.train_list]  # torchvision: md5 None = only check it exists
+        test_list = [[name, None] for name, _ in CIFAR10.test_list]
+        meta = {**CIFAR10.meta, "md5": None}
+
+    return LocalCIFAR10
+
+
+def _read_cifar10(root: Path, download: bool) -> tuple[TensorSplit, TensorSplit, tuple[str, ...]]:
+    cls = _cifar10_class(check_md5=download)
+    splits = []
+    for train in (True, False):
+        ds = cls(root=str(root), train=train, download=download)
+        images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+        splits.append(TensorSplit(images, torch.tensor(ds.targets, dtype=torch.int64)))
+    return splits[0], splits[1], tuple(ds.classes)
+
+
+def load_cifar10(
+    data_dir: Optional[str], system_dirs: Sequence[Path] = SYSTEM_DATA_DIRS, cache_dir: Optional[Path] = None,
+    allow_download: bool = True,
+) -> tuple[TensorSplit, TensorSplit, str, tuple[str, ...]]:
+    """CIFAR-10 with the MNIST lookup chain: --data-dir (holding cifar-10-batches-py/, or DIR/cifar10/...), the system
+    directory, the cache, a download; one clear error naming what was tried."""
+    candidates: list[Path] = []
+    if data_dir:
+        candidates += [Path(data_dir), Path(data_dir) / "cifar10"]
+    candidates += [d / "cifar10" for d in system_dirs]
+    download_root = Path(data_dir) if data_dir else (cache_dir or default_cache_dir())
+    candidates.append(download_root)
+    tried = []
+    for directory in dict.fromkeys(candidates):
+        if (directory / CIFAR_FOLDER).is_dir():
+            try:
+                train, test, classes = _read_cifar10(directory, download=False)
+            except Exception as exc:  # noqa: BLE001 - a bad pickle raises anything (UnpicklingError, KeyError, ...)
+                raise UserError(f"The CIFAR-10 files in {directory / CIFAR_FOLDER} cannot be read ({type(exc).__name__}: "
+                                f"{exc}); they are corrupt or incomplete. Delete them to download again, or point "
+                                "--data-dir at a good copy.") from None
+            return train, test, str(directory), classes
+        tried.append(f"{directory} (no {CIFAR_FOLDER}/)")
+    if allow_download and not os.environ.get("IGNITE_APP_NO_DOWNLOAD"):
+        try:
+            train, test, classes = _read_cifar10(download_root, download=True)
+            return train, test, f"download into {download_root}", classes
+        except (RuntimeError, OSError) as exc:
+            first_line = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            tried.append(f"download into {download_root} (failed: {first_line})")
+    else:
+        tried.append("download (disabled by IGNITE_APP_NO_DOWNLOAD or the caller)")
+    raise UserError(
+        f"Could not find the cifar10 dataset. Tried: {'; '.join(tried)}. To fix it, extract torchvision's "
+        f"cifar-10-python.tar.gz so that DIR/{CIFAR_FOLDER}/data_batch_1 exists and pass --data-dir DIR, or train on "
+        "the bundled scikit-learn digits with --dataset digits."
+    )
 
 
 # ---------------------------------------------------------------- loaders
@@ -244,6 +399,10 @@ class EpochShuffleBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return (self.size + self.batch_size - 1) // self.batch_size
 
+    def global_batch_len(self, index: int) -> int:
+        """How many samples global batch `index` of an epoch holds, over all ranks (the last one may be partial)."""
+        return min(self.batch_size, self.size - index * self.batch_size)
+
     def __iter__(self) -> Iterator[list[int]]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.size, generator=generator)
@@ -255,6 +414,9 @@ class EpochShuffleBatchSampler(Sampler[list[int]]):
 def check_global_batch(size: int, batch_size: int, world_size: int) -> None:
     """Every rank needs at least one sample of every global batch, the epoch's last (partial) one included."""
     last = size % batch_size or batch_size
+    if world_size > 1 and batch_size < world_size:
+        raise UserError(f"--batch-size {batch_size} is the global batch, split across {world_size} processes: each "
+                        f"needs at least one sample of it. Use a --batch-size of at least {world_size}.")
     if world_size > 1 and min(batch_size, last) < world_size:
         raise UserError(
             f"--batch-size {batch_size} is the global batch, split across {world_size} processes, but the last batch "

@@ -11,6 +11,7 @@ checkpoint), the per-iteration consensus (mean loss, stop requests), and turning
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -28,11 +29,21 @@ T = TypeVar("T")
 
 
 class WorkerFailed(AppError):
-    """A process spawned by --nproc-per-node failed; its own message is printed above."""
+    """A process spawned by --nproc-per-node failed; its own message is printed above. `reported`: that message
+    says it all (a user error, exit 2, which every rank raises alike), so the parent adds nothing."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, reported: bool = False) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.reported = reported
+
+
+def _quiet_launcher_logs() -> None:
+    """Ignite's Parallel logs its set-up and teardown at INFO on every run, and torch's spawn warns about each process
+    it stops after another failed: lines around the one paragraph a run or a user error prints (the start-up lines
+    already name the process count and the backend). Called after Parallel(...) is built, which sets its level."""
+    logging.getLogger("ignite.distributed.launcher.Parallel").setLevel(logging.WARNING)
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
 
 
 class PeerLost(TrainingStopped):
@@ -112,30 +123,56 @@ def launch(config: Config, worker: Callable[..., Any], *args: Any) -> None:
     backend = resolve_backend(config.backend, config.device)
     if world > 1:
         _check_backend(backend, 1)
+        _die_with_parent(os.getppid())  # torchrun's agent or srun's step daemon: orphans would train on as well
         note = complete_env()
         if note and process_rank() == 0:
             print(note, flush=True)
-        with idist.Parallel(backend=backend) as parallel:
+        parallel = idist.Parallel(backend=backend)
+        _quiet_launcher_logs()
+        with parallel:
             parallel.run(run_worker, worker, *args)
         return
     _check_backend(backend, config.nproc_per_node)
     from torch.multiprocessing import ProcessExitedException, ProcessRaisedException
 
     try:
-        with idist.Parallel(backend=backend, nproc_per_node=config.nproc_per_node, master_port=_free_port()) as parallel:
-            parallel.run(_spawned, worker, *args)
+        parallel = idist.Parallel(backend=backend, nproc_per_node=config.nproc_per_node, master_port=_free_port())
+        _quiet_launcher_logs()
+        with parallel:
+            parallel.run(_spawned, os.getpid(), worker, *args)
     except ProcessExitedException as exc:
-        how = f"was killed by {exc.signal_name}" if exc.signal_name else f"exited with code {exc.exit_code} (its message is above)"
+        how = (f"was killed by {exc.signal_name}" if exc.signal_name
+               else f"exited with code {exc.exit_code} (its message is above)")
         raise WorkerFailed(f"process {exc.error_index} of {config.nproc_per_node} {how}; the others were stopped."
                            + (" Resume with --auto-resume." if exc.signal_name else ""),
-                           exc.exit_code if exc.exit_code and exc.exit_code > 0 else 1) from None
+                           exc.exit_code if exc.exit_code and exc.exit_code > 0 else 1,
+                           reported=exc.exit_code == EXIT_USER_ERROR) from None
     except ProcessRaisedException as exc:  # an exception that escaped _spawned's guard: show the child's traceback
         raise WorkerFailed(f"process {exc.error_index} of {config.nproc_per_node} failed:\n{exc}", 1) from None
 
 
-def _spawned(local_rank: int, worker: Callable[..., Any], *args: Any) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """A --nproc-per-node child (or a process torchrun or srun started) ends when the process that started it dies,
+    however it died: SIGKILLed (the OOM killer, `kill -9`, a scheduler that signals one pid), its workers would
+    otherwise train on as orphans and keep writing the run's checkpoints and W&B files while `--auto-resume` starts
+    a second job on them. Linux's PR_SET_PDEATHSIG does this; neither torch nor the standard library exposes it,
+    hence ctypes."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # it died before the line above
+        os._exit(1)
+
+
+def _spawned(local_rank: int, parent_pid: int, worker: Callable[..., Any], *args: Any) -> None:
     """A --nproc-per-node child: the project's exit codes and messages, as the launched processes have them."""
     from ignite_app.main import guarded
+
+    _die_with_parent(parent_pid)
 
     code = guarded("train.py", lambda: run_worker(local_rank, worker, *args))
     if code:
@@ -233,6 +270,27 @@ class StopTogether:
         if stop and self.reason is None:
             self.reason = stop
             engine.terminate()
+
+
+class ShareWeightedLoss(nn.Module):
+    """The training loss of one rank's share of a global batch, weighted so that DDP's gradient (the mean over ranks)
+    is the one-process gradient of the whole batch: a rank holding n of the batch's g samples scales its mean loss by
+    n * world_size / g. Shares differ in size when the global batch (or an epoch's last, partial one) does not divide
+    by the number of processes (129 over 2: 65 and 64); unweighted, the smaller share's samples would count more.
+    The mean over ranks of these losses (what StopTogether logs) is then the batch's mean loss too.
+    `weigh`, on the trainer's ITERATION_STARTED, tells it the size of the global batch being trained on."""
+
+    def __init__(self, loss_fn: nn.Module, world_size: int) -> None:
+        super().__init__()
+        self.loss_fn, self.world_size = loss_fn, world_size
+        self.global_len = 0
+
+    def weigh(self, engine: Engine, sampler: Any) -> None:
+        self.global_len = sampler.global_batch_len((engine.state.iteration - 1) % len(sampler))
+
+    def forward(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = self.loss_fn(y_pred, y)
+        return loss * (len(y) * self.world_size / self.global_len) if self.global_len else loss
 
 
 # ---------------------------------------------------------------- per-rank RNG states in checkpoints

@@ -58,19 +58,21 @@ def create_engines(
     clip_grad_norm: float = 0.0,
     compile_model: bool = False,
     wrap: Callable[[nn.Module], nn.Module] = lambda model: model,
+    train_loss_fn: Optional[nn.Module] = None,
 ) -> Engines:
     """The trainer and two evaluators (validation each epoch, test once), all on the same (maybe compiled) model.
 
     `wrap` gives the trainer its model (DistributedDataParallel with several processes); the evaluators use the bare
     model, whose forward passes need no collective, so ranks may hold different numbers of evaluation batches.
-    Their metrics (Ignite's) all-reduce their sums when computed."""
+    Their metrics (Ignite's) all-reduce their sums when computed. `train_loss_fn`: the trainer's loss, when it
+    differs from the evaluators' `loss_fn` (distributed.ShareWeightedLoss with several processes)."""
     forward_model = torch.compile(model) if compile_model else model
     train_model = wrap(forward_model)
     amp_mode, model_fn, model_transform = _autocast_fn(device, amp)
     scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
     clipper = GradNormClipper(optimizer, clip_grad_norm) if clip_grad_norm > 0 else None
     trainer = create_supervised_trainer(
-        train_model, optimizer, loss_fn, device=device, non_blocking=True, amp_mode=amp_mode,
+        train_model, optimizer, train_loss_fn or loss_fn, device=device, non_blocking=True, amp_mode=amp_mode,
         scaler=scaler if scaler is not None else False, gradient_accumulation_steps=accumulation_steps,
         model_fn=model_fn, model_transform=model_transform,
     )

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -34,20 +36,27 @@ def check_output(output: Path, force: bool) -> None:
     parent = next((p for p in output.parents if p.exists()), Path("."))
     if not parent.is_dir():
         raise UserError(f"--output {output}: {parent} is a file, not a directory.")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--output {output}: {parent} is not writable by this user; choose a writable location.")
 
 
 def load_trained_model(spec: str, data_dir: Optional[str] = None):
     """(model in eval mode, its Config, its data splits, the resolved checkpoint) for a checkpoint SPEC."""
     from ignite_app import resume
     from ignite_app.cli import parse
-    from ignite_app.data import load_splits
+    from ignite_app.data import splits_from_config
     from ignite_app.models import build_model
 
     checkpoint = resume.read(spec)
     config = parse(["--data-dir", data_dir] if data_dir else [], base=checkpoint.meta["config"])
-    splits = load_splits(config.dataset, config.data_dir, config.val_fraction, config.seed)
+    splits = splits_from_config(config)
     info = splits.info
-    model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std)
+    saved = checkpoint.content.get("data")  # what the model was trained with: its normalization and class names
+    if saved is not None:
+        info = dataclasses.replace(info, classes=tuple(saved["classes"]), mean=tuple(saved["mean"]), std=tuple(saved["std"]))
+        splits.info = info
+    model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std, in_channels=info.channels,
+                        image_size=info.size, channels_last=config.channels_last)
     resume.check_model_fits(model, checkpoint)
     model.load_state_dict(checkpoint.content["model"])
     return model.eval(), config, splits, checkpoint
@@ -59,13 +68,20 @@ def export(argv: Optional[Sequence[str]] = None) -> None:
         raise UserError(problem[0].upper() + problem[1:] + "; pick another --opset or --exporter.")
     output = Path(args.output)
     check_output(output, args.force)
+    from ignite_app.data import verification_images
     from ignite_app.onnx_tools import export_and_verify, model_metadata
 
     model, config, splits, checkpoint = load_trained_model(args.checkpoint, args.data_dir)
-    report = export_and_verify(
-        model, splits.val.images[:64], output, args.onnx_opset, args.onnx_exporter,
-        metadata=model_metadata(config.dataset, splits.info.classes, checkpoint.meta["run_id"]),
-    )
+    try:
+        report = export_and_verify(
+            model, verification_images(splits), output, args.onnx_opset, args.onnx_exporter,
+            metadata=model_metadata(config.dataset, splits.info.classes, checkpoint.meta["run_id"], splits.info.channels,
+                                    splits.info.size, config.val_fraction, config.seed),
+        )
+    except OSError as exc:  # a directory the checks above cannot see through (read-only mount, /proc, quota)
+        if exc.filename is None or Path(exc.filename).resolve() not in (output.resolve(), output.parent.resolve()):
+            raise
+        raise UserError(f"Cannot write --output {output}: {exc.strerror}. Choose a writable location.") from None
     print(f"Exported {checkpoint.origin} to {output}: {report.exporter} exporter, opset {report.opset}, "
           f"{report.file_size_bytes} bytes; onnxruntime matches PyTorch at batch sizes {report.batch_sizes} "
           f"(max |diff| {report.max_abs_diff:.2e}); export {report.export_seconds:.2f} s, verify {report.verify_seconds:.2f} s")

@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from ignite_app import tracking
 from ignite_app.cli import parse
 from ignite_app.errors import EXIT_FAILURE, EXIT_OK, EXIT_USER_ERROR, AppError
 
@@ -36,6 +37,8 @@ def _speaks(error: AppError) -> bool:
     """Rank 0 reports the errors that all ranks raise alike (bad input, a stop they made together); a rank that lost
     its peers says so itself. RANK is the launcher's (torchrun, idist's spawn), read from the environment because the
     process group is gone by the time an error reaches here."""
+    if getattr(error, "reported", False):  # a spawned process already said it (distributed.WorkerFailed)
+        return False
     return os.environ.get("RANK", "0") == "0" or type(error).__name__ == "PeerLost"
 
 
@@ -47,6 +50,9 @@ def train(argv: Optional[Sequence[str]] = None) -> None:
     """Parse, then run `worker` in this process, in each process a launcher started, or in spawned processes."""
     argv = list(sys.argv[1:] if argv is None else argv)
     config = parse(argv)
+    if config.nproc_per_node == 1 and os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0":
+        # this process will start the W&B run (rank 0 alone talks to W&B; spawned workers start their own)
+        tracking.prestart(tracking.resolve_mode(config.wandb_mode))
     # heavy imports only after argument parsing, so that --help stays fast
     from ignite_app import distributed
 
@@ -70,13 +76,13 @@ def worker(local_rank: int, argv: list[str]) -> None:
 
 def _checkpoint_to_resume(config) -> Optional[tuple[str, str]]:
     """(local checkpoint file, how it was found) for --resume / --auto-resume, or None: rank 0's decision."""
-    from ignite_app import resume
+    from ignite_app import resume, tracking
 
     if config.resume:
         path, origin = resume.resolve_spec(config.resume)
         return str(path), origin
     if config.auto_resume:
-        found = resume.find_auto_resume(config.output_dir)
+        found = resume.find_auto_resume(config.output_dir, tracking.given_run_id())  # a sweep trial: its own run only
         if found is None:
             print(f"--auto-resume: no checkpoint under {config.output_dir}; starting a new run.", flush=True)
             return None

@@ -53,7 +53,7 @@ def export_onnx(
     model: nn.Module, sample: torch.Tensor, path: Path, opset: int = DEFAULT_ONNX_OPSET, exporter: str = DEFAULT_ONNX_EXPORTER,
     metadata: Optional[dict[str, str]] = None,
 ) -> None:
-    """Export `model` (in eval mode, on the CPU, float pixels N x 1 x 28 x 28 in) with a dynamic batch dimension."""
+    """Export `model` (in eval mode, on the CPU, float pixels N x C x H x W in) with a dynamic batch dimension."""
     import onnx
 
     if exporter not in ONNX_EXPORTERS:
@@ -94,7 +94,7 @@ def verify_onnx(
     path: Path, model: nn.Module, images: torch.Tensor, batch_sizes: Sequence[int] = ONNX_VERIFY_BATCH_SIZES, tolerance: float = 1e-4,
 ) -> float:
     """onnx.checker, then onnxruntime vs PyTorch on real images at each batch size: returns the max |difference|;
-    raises OnnxVerificationError when it exceeds `tolerance` or a predicted class differs."""
+    raises OnnxVerificationError when it exceeds `tolerance` x max(1, max |logit|) or a predicted class differs."""
     import onnx
     import onnxruntime as ort
 
@@ -117,8 +117,12 @@ def verify_onnx(
                 raise OnnxVerificationError(f"batch size {size}: ONNX output shape {onnx_logits.shape} vs {torch_logits.shape}")
             diff = float(np.abs(onnx_logits - torch_logits).max())
             worst = max(worst, diff)
-            if diff > tolerance:
-                raise OnnxVerificationError(f"batch size {size}: max |ONNX - PyTorch| = {diff:.3g} > {tolerance:g}")
+            # relative to the logits' scale: float32 rounding grows with magnitude (a briefly trained batch-norm
+            # network can emit logits in the thousands, where 1e-4 absolute is below float32's resolution)
+            allowed = tolerance * max(1.0, float(np.abs(torch_logits).max()))
+            if diff > allowed:
+                raise OnnxVerificationError(f"batch size {size}: max |ONNX - PyTorch| = {diff:.3g} > {allowed:.3g} "
+                                            f"({tolerance:g} x max(1, max |logit|))")
             if not np.array_equal(onnx_logits.argmax(1), torch_logits.argmax(1)):
                 raise OnnxVerificationError(f"batch size {size}: ONNX and PyTorch predict different classes")
     finally:
@@ -142,7 +146,14 @@ def export_and_verify(
     return report
 
 
-def model_metadata(dataset: str, classes: Sequence[str], run_id: str) -> dict[str, str]:
-    """What predict.py needs to name classes, stored in the ONNX file's metadata_props."""
-    return {"dataset": dataset, "classes": json.dumps(list(classes)), "run_id": run_id,
-            "input": "float32 pixels 0..255, shape N x 1 x 28 x 28; normalization is inside the model"}
+def model_metadata(dataset: str, classes: Sequence[str], run_id: str, channels: int = 1,
+                   size: Sequence[int] = (28, 28), val_fraction: Optional[float] = None,
+                   seed: Optional[int] = None) -> dict[str, str]:
+    """What predict.py needs to prepare images and name classes, stored in the ONNX file's metadata_props; and the
+    training run's train/val split (val_fraction, seed), so that `predict.py --split val` scores the images the
+    model was validated on, not a split that holds some it was trained on."""
+    height, width = size
+    split = {k: str(v) for k, v in (("val_fraction", val_fraction), ("seed", seed)) if v is not None}
+    return {"dataset": dataset, "classes": json.dumps(list(classes)), "run_id": run_id, **split,
+            "channels": str(channels), "height": str(height), "width": str(width),
+            "input": f"float32 pixels 0..255, shape N x {channels} x {height} x {width}; normalization is inside the model"}

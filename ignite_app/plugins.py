@@ -15,6 +15,7 @@ import functools
 import importlib
 import importlib.util
 import json
+import shlex
 import inspect
 import sys
 import typing
@@ -31,7 +32,8 @@ BUILTIN_HANDLERS = {"hard-examples": "ignite_app.handlers.hard_examples:HardExam
 
 
 def parse_handler_spec(text: str) -> tuple[str, dict[str, Any]]:
-    """'mod:fn {"every": 2}' or 'mod:fn every=2 name=x' -> ('mod:fn', {'every': 2, ...})."""
+    """'mod:fn {"every": 2}' or "mod:fn every=2 'name=a b'" -> ('mod:fn', {'every': 2, 'name': 'a b'}); values are
+    read as YAML (2 an int, true a bool, [a, b] a list)."""
     spec, _, rest = text.strip().partition(" ")
     rest = rest.strip()
     if not rest:
@@ -45,7 +47,11 @@ def parse_handler_spec(text: str) -> tuple[str, dict[str, Any]]:
             raise UserError(f"--handler {spec}: its JSON arguments must be an object, got {rest!r}.")
         return spec, kwargs
     kwargs = {}
-    for pair in rest.split():
+    try:
+        pairs = shlex.split(rest)  # `--handler-arg 'key=a b'` arrives quoted (cli._HandlerArgAction)
+    except ValueError as exc:
+        raise UserError(f"--handler {spec}: cannot split its arguments {rest!r} ({exc}); quote values with spaces.") from None
+    for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise UserError(f"--handler-arg {pair!r} for {spec} must look like key=value (e.g. every=2).")
@@ -134,7 +140,9 @@ def _check_keywords(spec: str, target: Callable[..., Any], kwargs: dict[str, Any
     try:
         signature.bind(*([None] if takes_app else []), **kwargs)
     except TypeError as exc:
-        raise UserError(f"--handler {spec}: {exc} (it takes {', '.join(accepted) or 'no keyword arguments'}).") from None
+        call = "fn(app, **kwargs)" if takes_app else "Class(**kwargs)"
+        raise UserError(f"--handler {spec}: {exc} (it takes {', '.join(accepted) or 'no keyword arguments'}; a handler "
+                        f"is called as {call}).") from None
     try:
         hints = typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
     except Exception:  # noqa: BLE001 - unresolvable annotations: the handler checks its own values

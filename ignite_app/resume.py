@@ -159,8 +159,10 @@ def check_model_fits(model: torch.nn.Module, checkpoint: ResolvedCheckpoint) -> 
         )
 
 
-def find_auto_resume(output_dir: str) -> Optional[Path]:
-    directory = Path(output_dir)
+def find_auto_resume(output_dir: str, run_id: Optional[str] = None) -> Optional[Path]:
+    """The newest checkpoint under output_dir, or under output_dir/run_id when the run id is given from outside (a
+    sweep agent's trials share one output dir: each continues only its own run)."""
+    directory = Path(output_dir) / run_id if run_id else Path(output_dir)
     return newest_checkpoint(directory) if directory.is_dir() else None
 
 

@@ -58,7 +58,7 @@ FLAG_CASES = [
     (["--epochs", "0"], "--epochs must be at least 1"),
     (["--lr", "nan"], "--lr must be a finite number"),
     (["--lr", "fast"], "--lr must be a number, got 'fast'"),
-    (["--dataset", "imagenet"], "--dataset must be one of mnist, fashion-mnist, digits, got 'imagenet'"),
+    (["--dataset", "imagenet"], "--dataset must be one of mnist, fashion-mnist, digits, cifar10, imagefolder, got 'imagenet'"),
     (["--kernels", "16", "x"], "--kernels must be a whole number, got 'x'"),
     (["--progress-bar", "maybe"], "--progress-bar must be true or false, got 'maybe'"),
     (["--preset", "slow"], "--preset must be one of fast, got 'slow'"),
@@ -69,14 +69,17 @@ FLAG_CASES = [
     (["--resume", "x", "--auto-resume"], "--resume and --auto-resume cannot be used together"),
     (["--output-dir", "a-file"], "--output-dir a-file is a file, not a directory"),
     (["--output-dir", "a-file/runs"], "its parent a-file is a file"),
-    (["--val-fraction", "0.02"], "leaves 29 validation images, but verifying the ONNX export needs 37"),
     (["--val-fraction", "0.9999"], "leaves no training images"),
-    (["--handler", "hard-examples", "--handler-arg", "evry=2"], "unexpected keyword argument 'evry' (it takes every, count)"),
+    (["--handler", "hard-examples", "--handler-arg", "evry=2"], "unexpected keyword argument 'evry' (it takes every, count;"),
     (["--handler", "hard-examples", "--handler-arg", "every=0"], "every must be a whole number of at least 1, got 0"),
     (["--handler", "hard-examples", "--handler-arg", "every=often"], "every must be int, got 'often'"),
     (["--handler", f"{ROOT / 'tests' / 'user_handlers.py'}:count_epochs", "--handler-arg", "kee=x"],
-     "unexpected keyword argument 'kee' (it takes key)"),
+     "unexpected keyword argument 'kee' (it takes key; a handler is called as fn(app, **kwargs))"),
     (["--handler", "no-such-handler"], "no handler of that name"),
+    (["--wandb-project", "a/b"], "--wandb-project (or $WANDB_PROJECT): W&B refuses it (Invalid project name 'a/b'"),
+    (["--wandb-tags", "ok", "x" * 65], "--wandb-tags: W&B refuses it (Tag"),
+    (["--accumulation-steps", "3", "--checkpoint-every", "5"],
+     "--checkpoint-every 5 is not a multiple of --accumulation-steps 3"),
 ]
 
 
@@ -95,8 +98,8 @@ def test_argparse_errors_show_the_usage_line_not_the_usage_block(isolated, capsy
 # ------------------------------------------------------------------ --config files
 
 CONFIG_CASES = [
-    ("dataset: imagenet\n", "dataset in {path} must be one of mnist, fashion-mnist, digits, got 'imagenet'"),
-    ("model: resnet\n", "model in {path} must be one of convnet, net, got 'resnet'"),
+    ("dataset: imagenet\n", "dataset in {path} must be one of mnist, fashion-mnist, digits, cifar10, imagefolder, got 'imagenet'"),
+    ("model: resnet\n", "--model resnet: no such network"),
     ("optimizer: lamb\n", "optimizer in {path} must be one of adam, adamw, sgd, got 'lamb'"),
     ("watch: everything\n", "watch in {path} must be one of off, gradients, parameters, all"),
     ("wandb_mode: cloud\n", "wandb_mode in {path} must be one of auto, online, offline, disabled, got 'cloud'"),
@@ -112,6 +115,9 @@ CONFIG_CASES = [
     ("epochz: 3\n", "unknown option(s): epochz"),
     ("- epochs\n", "must hold a mapping of option names to values, not list"),
     ("epochs: [\n", "is not valid YAML"),
+    ("handler: 5\n", "handler in {path} must be text or a list of texts (one per entry), got 5"),
+    ("handler: {hard-examples: {every: 2}}\n", "handler in {path} must be text or a list of texts"),
+    ("handler: [hard-examples, 3]\n", "handler in {path} must be text (one per entry), got 3"),
     (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "is not a UTF-8 text file"),
 ]
 
@@ -134,6 +140,23 @@ def test_missing_config_file(isolated, capsys):
 def test_bogus_wandb_mode_in_the_environment(isolated, capsys, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "bogus")
     expect_user_error(lambda: main(DIGITS), isolated, capsys, "WANDB_MODE='bogus' is not a W&B mode")
+
+
+def test_bad_wandb_project_in_the_environment(isolated, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_PROJECT", "team/project")
+    expect_user_error(lambda: main(DIGITS), isolated, capsys, "Invalid project name 'team/project'")
+
+
+@pytest.mark.parametrize("where, fragment", [
+    ("a-file", "WANDB_DIR={path!r} points at a file"),
+    ("a-file/wandb", "WANDB_DIR={path!r} points at a file"),
+])
+def test_wandb_dir_that_is_not_a_directory(isolated, capsys, monkeypatch, where, fragment):
+    """W&B itself only warns and writes the run under /tmp, where neither the user nor a resume looks."""
+    (isolated / "a-file").write_text("not a directory")
+    path = str(isolated / where)
+    monkeypatch.setenv("WANDB_DIR", path)
+    expect_user_error(lambda: main(DIGITS), isolated, capsys, fragment.format(path=path))
 
 
 # ------------------------------------------------------------------ companion scripts

@@ -66,7 +66,7 @@ def test_config_file_problems_are_user_errors(tmp_path):
 
 
 def test_unknown_choice_is_a_user_error_with_exit_code_2():
-    with pytest.raises(UserError, match="--dataset must be one of mnist, fashion-mnist, digits, got 'imagenet'") as exc:
+    with pytest.raises(UserError, match="--dataset must be one of mnist, fashion-mnist, digits, cifar10, imagefolder, got 'imagenet'") as exc:
         parse(["--dataset", "imagenet"])
     assert exc.value.exit_code == 2
 
@@ -101,7 +101,7 @@ def test_preset_sets_values_that_flags_override(tmp_path):
 
 
 SWEEP_PARAMETERS = {"wandb_tags": ["a", "b c"], "wandb_name": None, "data_dir": None, "epochs": 3, "lr": 0.01,
-                    "progress_bar": False, "kernels": [8, 16], "optimizer": "sgd", "val_fraction": 0.2}
+                    "progress_bar": False, "kernels": [8, 16], "optimizer": "sgd", "val_fraction": 0.2, "handler": None}
 
 
 def sweep_argvs() -> dict[str, list[str]]:
@@ -120,7 +120,7 @@ def test_a_sweep_agents_command_line_parses_to_the_same_values_as_flags(form):
         assert "--wandb_tags=['a', 'b c']" in argv and "--wandb_name=None" in argv  # what the agent really writes
     c = parse(argv)
     assert c.wandb_tags == ("a", "b c")  # two tags, the second with its space
-    assert c.wandb_name is None and c.data_dir is None  # unset, not the text "None"
+    assert c.wandb_name is None and c.data_dir is None and c.handler == ()  # unset, not the text "None"
     assert (c.epochs, c.lr, c.kernels, c.optimizer, c.val_fraction) == (3, 0.01, (8, 16), "sgd", 0.2)
     assert c.progress_bar is (form == "args_no_boolean_flags")  # that form drops a false flag: the default stays
     flags = parse(["--wandb-tags", "a", "b c", "--epochs", "3", "--lr", "0.01", "--kernels", "8", "16",
@@ -155,3 +155,10 @@ def test_validate_gives_a_python_config_the_schema_types():
         validate(Config(epochs=1.7))  # type: ignore[arg-type]
     with pytest.raises(UserError, match="--lr must be a finite number, got nan"):
         validate(Config(lr=float("nan")))
+
+
+@pytest.mark.parametrize("argv", [["--output_dir=None"], ["--output-dir="], ["--output-dir", " "]])
+def test_a_null_output_dir_is_not_a_directory_named_none(argv):
+    """A sweep agent writes a null parameter as `--output_dir=None`: not ./None/, nor '' (the current directory)."""
+    with pytest.raises(UserError, match="--output-dir needs a value"):
+        parse(argv)

@@ -93,3 +93,33 @@ def test_rng_states_of_several_ranks_each_restore_their_own():
     rng.load_state_dict(second)  # a one-process checkpoint
     assert torch.equal(torch.get_rng_state(), second["torch"]) and rng.saved_world_size == 1
     assert rng.state_dict().keys() == first.keys()  # one process writes the format it always wrote
+
+
+def test_share_weighted_losses_average_to_the_whole_batch_gradient():
+    """What DDP computes with ShareWeightedLoss (the mean over ranks of each share's gradient) is the one-process
+    gradient of the global batch, for shares of unequal size (a global batch of 5 over 2 ranks: 3 and 2)."""
+    from ignite.engine import Engine
+
+    from ignite_app.data import EpochShuffleBatchSampler
+    from ignite_app.distributed import ShareWeightedLoss
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 1, 0])
+    whole = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), model.weight)[0]
+    sampler = EpochShuffleBatchSampler(size=12, batch_size=5, seed=0, num_replicas=2)  # batches of 5, 5 and 2
+    engine = Engine(lambda e, b: None)
+    engine.state.iteration = 2  # the second global batch: 5 samples
+    loss = ShareWeightedLoss(torch.nn.CrossEntropyLoss(), world_size=2)
+    loss.weigh(engine, sampler)
+    shares = [torch.autograd.grad(loss(model(x[s]), y[s]), model.weight)[0] for s in (slice(0, 3), slice(3, 5))]
+    assert torch.allclose((shares[0] + shares[1]) / 2, whole, atol=1e-6)
+    engine.state.iteration = 3  # the epoch's last global batch holds 2
+    loss.weigh(engine, sampler)
+    assert loss.global_len == 2
+
+
+def test_a_batch_smaller_than_the_process_count_says_so():
+    with pytest.raises(UserError, match="--batch-size 1 is the global batch, split across 2 processes: each needs at "
+                                        "least one sample of it. Use a --batch-size of at least 2."):
+        check_global_batch(1294, 1, 2)

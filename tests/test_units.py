@@ -71,6 +71,7 @@ def test_grad_norm_clipper_clips_before_the_step_and_keeps_the_norm():
     ('mod:fn {"every": 2, "name": "x y"}', ("mod:fn", {"every": 2, "name": "x y"})),
     ("path/f.py:fn every=2 ratio=0.5 on=true tags=[a,b] none=null", (
         "path/f.py:fn", {"every": 2, "ratio": 0.5, "on": True, "tags": ["a", "b"], "none": None})),
+    ("mod:fn 'key=custom seen' \"tags=['a', 'b c']\"", ("mod:fn", {"key": "custom seen", "tags": ["a", "b c"]})),
 ])
 def test_handler_spec_parsing(text, expected):
     assert parse_handler_spec(text) == expected
@@ -79,7 +80,31 @@ def test_handler_spec_parsing(text, expected):
 @pytest.mark.parametrize("text, fragment", [
     ("mod:fn {not json", "not valid JSON"), ("mod:fn [1, 2]", "key=value"), ('mod:fn {"a": 1', "not valid JSON"),
     ("mod:fn every", "must look like key=value"), ("mod:fn =2", "must look like key=value"),
+    ("mod:fn name=it's", "quote values with spaces"),
 ])
 def test_bad_handler_specs(text, fragment):
     with pytest.raises(UserError, match=fragment):
         parse_handler_spec(text)
+
+
+def test_handler_args_from_the_command_line_keep_their_spaces():
+    from ignite_app.cli import parse
+
+    config = parse(["--handler", "mod:fn", "--handler-arg", "key=custom seen", "--handler-arg", "every=2"])
+    assert parse_handler_spec(config.handler[0]) == ("mod:fn", {"key": "custom seen", "every": 2})
+
+
+@pytest.mark.parametrize("env_mode, expected", [("dryrun", "offline"), ("OFFLINE", "offline"), ("disabled", "disabled"),
+                                                ("", "offline")])
+def test_wandb_mode_from_the_environment(env_mode, expected, tmp_path):
+    from ignite_app.tracking import resolve_mode
+
+    assert resolve_mode("auto", {"WANDB_MODE": env_mode, "NETRC": str(tmp_path / "none")}) == expected
+
+
+@pytest.mark.parametrize("requested", ["auto", "offline", "disabled"])
+def test_an_unknown_wandb_mode_in_the_environment_is_refused_whatever_the_flag(requested):
+    from ignite_app.tracking import resolve_mode
+
+    with pytest.raises(UserError, match="WANDB_MODE='cloud' is not a W&B mode; set it to one of online, offline, disabled"):
+        resolve_mode(requested, {"WANDB_MODE": "cloud"})
