@@ -236,7 +236,13 @@ def decided_by_rank_zero(decide: Callable[[], T]) -> T:
 def wrap_model(model: nn.Module) -> nn.Module:
     """DistributedDataParallel (Ignite's auto_model: the right device ids for nccl) with several processes; the model
     itself with one (auto_model would wrap a lone process in DataParallel on a multi-GPU machine)."""
-    return idist.auto_model(model) if idist.get_world_size() > 1 else model
+    if idist.get_world_size() == 1:
+        return model
+    logging.disable(logging.INFO)  # its "Apply torch DistributedDataParallel on model" on every run: see _quiet_launcher_logs
+    try:
+        return idist.auto_model(model)
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def device(single: torch.device) -> torch.device:
