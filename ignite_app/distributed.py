@@ -259,23 +259,38 @@ class StopTogether:
 
     def __init__(self) -> None:
         self.requested: Optional[str] = None
+        self.preempt = False  # a signal asked: no end-of-training work (the resumed run does it)
         self.reason: Optional[str] = None  # why the trainer was stopped, once it was
+        self.deferred: Optional[str] = None  # a stop asked on an epoch's last iteration, made after the epoch's handlers
 
-    def request(self, reason: str) -> None:
-        self.requested = reason
+    def request(self, reason: str, preempt: bool = False) -> None:
+        self.requested, self.preempt = reason, self.preempt or preempt
 
     def __call__(self, engine: Engine) -> None:
         size = idist.get_world_size()
         stop = self.requested
         if size > 1:
-            local = torch.tensor([float(engine.state.output), 1.0 if stop else 0.0], dtype=torch.float64,
-                                 device=idist.device())
+            local = torch.tensor([float(engine.state.output), 1.0 if stop else 0.0, 1.0 if self.preempt else 0.0],
+                                 dtype=torch.float64, device=idist.device())
             total = idist.all_reduce(local).cpu()
             engine.state.output = float(total[0]) / size
             stop = stop or ("another process asked to stop" if total[1] > 0 else None)
+            self.preempt = bool(total[2] > 0)
         if stop and self.reason is None:
-            self.reason = stop
-            engine.terminate()
+            state = engine.state
+            if state.epoch_length and state.iteration % state.epoch_length == 0:
+                self.deferred = stop  # let this epoch validate and checkpoint first (`at_epoch_end`)
+            else:
+                self._stop(engine, stop)
+
+    def at_epoch_end(self, engine: Engine) -> None:
+        """Attached last to EPOCH_COMPLETED: a stop decided on the epoch's last iteration (the same on every rank)."""
+        if self.deferred and self.reason is None:
+            self._stop(engine, self.deferred)
+
+    def _stop(self, engine: Engine, reason: str) -> None:
+        self.reason = reason
+        engine.terminate(skip_completed=self.preempt)
 
 
 class ShareWeightedLoss(nn.Module):

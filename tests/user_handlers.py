@@ -131,3 +131,11 @@ def fail_on_rank(app, rank: int, iteration: int) -> None:
     def _fail(_):
         if idist.get_rank() == rank:
             raise ValueError(f"a user handler failed on rank {rank}")
+
+
+def signal_at(app, iteration: int, signame: str = "SIGTERM") -> None:
+    """Send this process `signame` once the trainer completes `iteration` (what a scheduler's preemption does)."""
+
+    @app.trainer.on(Events.ITERATION_COMPLETED(once=iteration))
+    def _signal(_):
+        os.kill(os.getpid(), getattr(signal, signame))
