@@ -26,11 +26,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.005)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--as-trained", action="store_true",
+                        help="the network as train.py runs it (channels-last, pool before ReLU); default: the W&B "
+                        "tutorial's network as written (ReLU before pool, NCHW), the eager baseline")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     splits = load_splits(args.dataset, None, 0.1, args.seed)
     info = splits.info
-    model = build_model("convnet", (16, 32), info.num_classes, info.mean, info.std)
+    model = build_model("convnet", (16, 32), info.num_classes, info.mean, info.std, channels_last=args.as_trained)
+    if not args.as_trained:
+        for block in (model.backbone.layer1, model.backbone.layer2):  # back to the tutorial's conv -> ReLU -> pool
+            block[1], block[2] = block[2], block[1]
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     loss_fn = torch.nn.CrossEntropyLoss()
     images, labels = splits.train.images, splits.train.labels

@@ -47,7 +47,8 @@ def main() -> None:
                                        *args.flags.split()])))
     info = app.splits.info
     torch.manual_seed(0)
-    bare_model = build_model("convnet", (16, 32), info.num_classes, info.mean, info.std)
+    bare_model = build_model("convnet", (16, 32), info.num_classes, info.mean, info.std,
+                             channels_last=app.config.channels_last)  # the same network: the ratio is the framework's
     bare_optimizer = torch.optim.Adam(bare_model.parameters(), lr=app.config.lr)
     framework, bare = [], []
     for epoch in range(1, args.rounds + 1):

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import math
+import signal
 import os
 import secrets
 import string
@@ -37,6 +38,7 @@ from ignite_app.augment import BatchAugment
 from ignite_app.data import Loaders, Splits, make_loaders, splits_from_config, verification_images
 from ignite_app.engines import GradNormClipper, create_engines
 from ignite_app.errors import TrainingStopped, UserError
+from ignite_app.preemption import Preempted, Preemption
 from ignite_app.models import build_model, check_model_name
 from ignite_app.schedules import create_lr_scheduler
 from ignite_app.state import RNGStates, RunMeta
@@ -72,10 +74,11 @@ class App:
     stop_together: distributed.StopTogether = field(default_factory=distributed.StopTogether)
     attached: bool = False  # attach_handlers ran
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: str, preempt: bool = False) -> None:
         """Stop training at the end of the current iteration, on every rank at the same one (a preemption signal,
-        a handler's decision); calling `trainer.terminate()` on one rank would leave the others in a collective."""
-        self.stop_together.request(reason)
+        a handler's decision); calling `trainer.terminate()` on one rank would leave the others in a collective.
+        `preempt`: checkpoint and exit instead of finishing the run (test evaluation, ONNX export)."""
+        self.stop_together.request(reason, preempt)
 
     def log(self, message: str) -> None:
         """Print without tearing the progress bar; rank 0 speaks for all ranks."""
@@ -119,7 +122,10 @@ class App:
             self.log(f"The checkpoint already completed {state.epoch} epochs (--epochs {self.config.epochs}): nothing "
                      "to train; pass a larger --epochs to train longer. Evaluating the test set.")
         else:
-            self.trainer.run(self.loaders.train, max_epochs=self.config.epochs)
+            with Preemption(self.request_stop) as preemption:
+                self.trainer.run(self.loaders.train, max_epochs=self.config.epochs)
+            if preemption.signum is not None and self.stop_together.reason:
+                self._stop_preempted(preemption.signum)
         if not math.isfinite(self.trainer.state.output if self.trainer.state.output is not None else 0.0):
             self._stop_diverged()
         if self.stop_together.reason:
@@ -145,6 +151,23 @@ class App:
             f"Training stopped at iteration {self.trainer.state.iteration}: the loss became NaN or infinite "
             f"(TerminateOnNan); {where}. Resume from it with a lower --lr, or add --clip-grad-norm."
         )
+
+    def _stop_preempted(self, signum: int) -> None:
+        """Checkpoint this instant (every rank calls the checkpointer: it gathers their RNG states), mark the W&B run
+        preempting, and exit 128 + signum through `Preempted`."""
+        iteration = self.trainer.state.iteration
+        latest = self.checkpointers["checkpointer"]
+        name = f"{latest.filename_prefix + '_' if latest.filename_prefix else ''}checkpoint_{iteration}.pt"
+        if latest.last_checkpoint is None or Path(str(latest.last_checkpoint)).name != name:
+            latest(self.trainer)  # not already written by this iteration's (or epoch's) own checkpoint
+        path = self.output_dir / "checkpoints" / name
+        signame = signal.Signals(signum).name
+        run = getattr(self.wandb_logger, "run", None)
+        if run is not None and not getattr(run, "disabled", False):
+            run.mark_preempting()
+        tracking.log_summary(self.wandb_logger, {"stopped": f"preempted ({signame})", "stopped_at_iteration": iteration})
+        raise Preempted(f"Stopped by {signame} at iteration {iteration}; the checkpoint {path} holds that instant. "
+                        "Rerun the same command with --auto-resume to continue (bit-exact).", signum)
 
     def close(self) -> None:
         for saver in self.savers:
@@ -188,6 +211,7 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     """
     config = validate(config)  # a Config built in Python gets the same checks as one parsed from flags
     wandb_mode = tracking.resolve_mode(config.wandb_mode)
+    tracking.check_run_settings(config)
     check_model_name(config.model)
     user_handlers = plugins.load_handlers(config.handler)
     device = distributed.device(resolve_device(config.device))
@@ -204,7 +228,8 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     )
     info = splits.info
     model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std, in_channels=info.channels,
-                        image_size=info.size, pretrained=config.pretrained).to(device)
+                        image_size=info.size, pretrained=config.pretrained,
+                        channels_last=config.channels_last).to(device)
     check_split_sizes(config, splits)
     optimizer = build_optimizer(config, model.parameters())
     loss_fn = nn.CrossEntropyLoss()
@@ -444,7 +469,8 @@ def _attach_onnx(app: App) -> None:
     app.onnx_exporter = OnnxExportHandler(
         app.model, verification_images(app.splits), app.output_dir, getattr(app.wandb_logger, "run", None),
         opset=cfg.onnx_opset, exporter=cfg.onnx_exporter, strict=cfg.onnx_strict, log=app.log,
-        metadata=model_metadata(cfg.dataset, info.classes, app.run_id, info.channels, info.size),
+        metadata=model_metadata(cfg.dataset, info.classes, app.run_id, info.channels, info.size, cfg.val_fraction,
+                                cfg.seed),
     )
     app.onnx_exporter.attach(app.trainer, app.evaluator, on_best=cfg.onnx_on_best)
 
@@ -492,6 +518,8 @@ def attach_handlers(app: App) -> App:
     _attach_wandb(app)
     for attach_user_handler in app.user_handlers:
         attach_user_handler(app)
+    # last of all EPOCH_COMPLETED handlers: a stop asked on an epoch's last iteration waits for its validation and checkpoint
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, app.stop_together.at_epoch_end)
     return app
 
 

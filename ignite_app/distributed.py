@@ -123,6 +123,7 @@ def launch(config: Config, worker: Callable[..., Any], *args: Any) -> None:
     backend = resolve_backend(config.backend, config.device)
     if world > 1:
         _check_backend(backend, 1)
+        _die_with_parent(os.getppid())  # torchrun's agent or srun's step daemon: orphans would train on as well
         note = complete_env()
         if note and process_rank() == 0:
             print(note, flush=True)
@@ -138,7 +139,7 @@ def launch(config: Config, worker: Callable[..., Any], *args: Any) -> None:
         parallel = idist.Parallel(backend=backend, nproc_per_node=config.nproc_per_node, master_port=_free_port())
         _quiet_launcher_logs()
         with parallel:
-            parallel.run(_spawned, worker, *args)
+            parallel.run(_spawned, os.getpid(), worker, *args)
     except ProcessExitedException as exc:
         how = f"was killed by {exc.signal_name}" if exc.signal_name else f"exited with code {exc.exit_code}"
         raise WorkerFailed(f"process {exc.error_index} of {config.nproc_per_node} {how}; the others were stopped."
@@ -149,9 +150,28 @@ def launch(config: Config, worker: Callable[..., Any], *args: Any) -> None:
         raise WorkerFailed(f"process {exc.error_index} of {config.nproc_per_node} failed:\n{exc}", 1) from None
 
 
-def _spawned(local_rank: int, worker: Callable[..., Any], *args: Any) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """A --nproc-per-node child (or a process torchrun or srun started) ends when the process that started it dies,
+    however it died: SIGKILLed (the OOM killer, `kill -9`, a scheduler that signals one pid), its workers would
+    otherwise train on as orphans and keep writing the run's checkpoints and W&B files while `--auto-resume` starts
+    a second job on them. Linux's PR_SET_PDEATHSIG does this; neither torch nor the standard library exposes it,
+    hence ctypes."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # it died before the line above
+        os._exit(1)
+
+
+def _spawned(local_rank: int, parent_pid: int, worker: Callable[..., Any], *args: Any) -> None:
     """A --nproc-per-node child: the project's exit codes and messages, as the launched processes have them."""
     from ignite_app.main import guarded
+
+    _die_with_parent(parent_pid)
 
     code = guarded("train.py", lambda: run_worker(local_rank, worker, *args))
     if code:
@@ -215,7 +235,13 @@ def decided_by_rank_zero(decide: Callable[[], T]) -> T:
 def wrap_model(model: nn.Module) -> nn.Module:
     """DistributedDataParallel (Ignite's auto_model: the right device ids for nccl) with several processes; the model
     itself with one (auto_model would wrap a lone process in DataParallel on a multi-GPU machine)."""
-    return idist.auto_model(model) if idist.get_world_size() > 1 else model
+    if idist.get_world_size() == 1:
+        return model
+    logging.disable(logging.INFO)  # its "Apply torch DistributedDataParallel on model" on every run: see _quiet_launcher_logs
+    try:
+        return idist.auto_model(model)
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def device(single: torch.device) -> torch.device:
@@ -232,23 +258,38 @@ class StopTogether:
 
     def __init__(self) -> None:
         self.requested: Optional[str] = None
+        self.preempt = False  # a signal asked: no end-of-training work (the resumed run does it)
         self.reason: Optional[str] = None  # why the trainer was stopped, once it was
+        self.deferred: Optional[str] = None  # a stop asked on an epoch's last iteration, made after the epoch's handlers
 
-    def request(self, reason: str) -> None:
-        self.requested = reason
+    def request(self, reason: str, preempt: bool = False) -> None:
+        self.requested, self.preempt = reason, self.preempt or preempt
 
     def __call__(self, engine: Engine) -> None:
         size = idist.get_world_size()
         stop = self.requested
         if size > 1:
-            local = torch.tensor([float(engine.state.output), 1.0 if stop else 0.0], dtype=torch.float64,
-                                 device=idist.device())
+            local = torch.tensor([float(engine.state.output), 1.0 if stop else 0.0, 1.0 if self.preempt else 0.0],
+                                 dtype=torch.float64, device=idist.device())
             total = idist.all_reduce(local).cpu()
             engine.state.output = float(total[0]) / size
             stop = stop or ("another process asked to stop" if total[1] > 0 else None)
+            self.preempt = bool(total[2] > 0)
         if stop and self.reason is None:
-            self.reason = stop
-            engine.terminate()
+            state = engine.state
+            if state.epoch_length and state.iteration % state.epoch_length == 0:
+                self.deferred = stop  # let this epoch validate and checkpoint first (`at_epoch_end`)
+            else:
+                self._stop(engine, stop)
+
+    def at_epoch_end(self, engine: Engine) -> None:
+        """Attached last to EPOCH_COMPLETED: a stop decided on the epoch's last iteration (the same on every rank)."""
+        if self.deferred and self.reason is None:
+            self._stop(engine, self.deferred)
+
+    def _stop(self, engine: Engine, reason: str) -> None:
+        self.reason = reason
+        engine.terminate(skip_completed=self.preempt)
 
 
 class ShareWeightedLoss(nn.Module):

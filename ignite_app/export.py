@@ -56,7 +56,7 @@ def load_trained_model(spec: str, data_dir: Optional[str] = None):
         info = dataclasses.replace(info, classes=tuple(saved["classes"]), mean=tuple(saved["mean"]), std=tuple(saved["std"]))
         splits.info = info
     model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std, in_channels=info.channels,
-                        image_size=info.size)
+                        image_size=info.size, channels_last=config.channels_last)
     resume.check_model_fits(model, checkpoint)
     model.load_state_dict(checkpoint.content["model"])
     return model.eval(), config, splits, checkpoint
@@ -76,7 +76,7 @@ def export(argv: Optional[Sequence[str]] = None) -> None:
         report = export_and_verify(
             model, verification_images(splits), output, args.onnx_opset, args.onnx_exporter,
             metadata=model_metadata(config.dataset, splits.info.classes, checkpoint.meta["run_id"], splits.info.channels,
-                                    splits.info.size),
+                                    splits.info.size, config.val_fraction, config.seed),
         )
     except OSError as exc:  # a directory the checks above cannot see through (read-only mount, /proc, quota)
         if exc.filename is None or Path(exc.filename).resolve() not in (output.resolve(), output.parent.resolve()):

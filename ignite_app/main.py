@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from ignite_app import tracking
 from ignite_app.cli import parse
 from ignite_app.errors import EXIT_FAILURE, EXIT_OK, EXIT_USER_ERROR, AppError
 
@@ -49,6 +50,9 @@ def train(argv: Optional[Sequence[str]] = None) -> None:
     """Parse, then run `worker` in this process, in each process a launcher started, or in spawned processes."""
     argv = list(sys.argv[1:] if argv is None else argv)
     config = parse(argv)
+    if config.nproc_per_node == 1 and os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0":
+        # this process will start the W&B run (rank 0 alone talks to W&B; spawned workers start their own)
+        tracking.prestart(tracking.resolve_mode(config.wandb_mode))
     # heavy imports only after argument parsing, so that --help stays fast
     from ignite_app import distributed
 

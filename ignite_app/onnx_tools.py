@@ -147,9 +147,13 @@ def export_and_verify(
 
 
 def model_metadata(dataset: str, classes: Sequence[str], run_id: str, channels: int = 1,
-                   size: Sequence[int] = (28, 28)) -> dict[str, str]:
-    """What predict.py needs to prepare images and name classes, stored in the ONNX file's metadata_props."""
+                   size: Sequence[int] = (28, 28), val_fraction: Optional[float] = None,
+                   seed: Optional[int] = None) -> dict[str, str]:
+    """What predict.py needs to prepare images and name classes, stored in the ONNX file's metadata_props; and the
+    training run's train/val split (val_fraction, seed), so that `predict.py --split val` scores the images the
+    model was validated on, not a split that holds some it was trained on."""
     height, width = size
-    return {"dataset": dataset, "classes": json.dumps(list(classes)), "run_id": run_id,
+    split = {k: str(v) for k, v in (("val_fraction", val_fraction), ("seed", seed)) if v is not None}
+    return {"dataset": dataset, "classes": json.dumps(list(classes)), "run_id": run_id, **split,
             "channels": str(channels), "height": str(height), "width": str(width),
             "input": f"float32 pixels 0..255, shape N x {channels} x {height} x {width}; normalization is inside the model"}

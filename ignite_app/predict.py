@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ignite_app.cli import ShortUsageParser, add_schema_option, check_schema_options
-from ignite_app.config import check_value
+from ignite_app.config import FIELDS, check_value, default_of, flag_of
 from ignite_app.errors import UserError
 
 
@@ -29,8 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     # the options a training run has too: the same schema (type, choices, range) as train.py's flags
     add_schema_option(parser, "dataset", default=None, help="dataset of --split (default: the one the model was trained on)")
     add_schema_option(parser, "data_dir")
-    add_schema_option(parser, "val_fraction")
-    add_schema_option(parser, "seed", help="seed of the train/val split (for --split val/train)")
+    add_schema_option(parser, "val_fraction", default=None,
+                      help="the train/val split's validation fraction (default: the model's training run's)")
+    add_schema_option(parser, "seed", default=None, help="seed of the train/val split (for --split val/train; default: "
+                      "the model's training run's)")
     add_schema_option(parser, "val_batch_size", "--batch-size", help="images per onnxruntime call")
     parser.add_argument("--show", type=int, default=10, help="on a split, print this many per-image lines")
     return parser
@@ -136,7 +138,11 @@ def predict(argv: Optional[Sequence[str]] = None) -> None:
             raise UserError(f"{args.model} does not say which dataset it was trained on; pass --dataset.")
         dataset = check_value("dataset", dataset, f"the dataset {args.model} names in its metadata")
         channels, (height, width) = input_geometry(meta)
-        splits = load_splits(dataset, args.data_dir, args.val_fraction, args.seed,
+        # the training run's split unless asked otherwise (files from before it was recorded: the defaults)
+        val_fraction, seed = (check_value(name, given if given is not None else meta.get(name, default_of(FIELDS[name])),
+                                          flag_of(name) if given is not None else f"the {name} {args.model} names")
+                              for name, given in (("val_fraction", args.val_fraction), ("seed", args.seed)))
+        splits = load_splits(dataset, args.data_dir, val_fraction, seed,
                              image_size=height if height == width and "height" in meta else None)
         split = getattr(splits, args.split)
         pixels, labels, names = split.images.numpy().astype(np.float32), split.labels.numpy(), None

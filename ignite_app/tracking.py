@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import threading
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse
@@ -15,6 +16,10 @@ from ignite_app.errors import UserError
 
 
 TRANSACTION_LOG_FLUSH_SECONDS = 1.0
+# what wandb.init imports lazily: the launch-inputs check that every run makes (~0.3-0.7 s on 2 cores), and the
+# artifact API that the first checkpoint needs
+_PREIMPORTS = ("wandb.sdk.launch.inputs.internal", "wandb.apis.public.artifacts")
+_prestart: Optional[threading.Thread] = None
 DEFAULT_PROJECT = "ignite-app"
 ENV_MODE_ALIASES = {"dryrun": "offline", "run": "online", "shared": "online"}  # W&B's older spellings of WANDB_MODE
 
@@ -64,6 +69,32 @@ def resolve_mode(requested: str, environ: Optional[dict] = None) -> str:
     return mode
 
 
+def prestart(mode: str) -> None:
+    """Import wandb and start its service process on a background thread, so that they overlap the imports of
+    torch and ignite, the dataset read and the model build instead of following them (bench/results.md). Writes
+    nothing where runs go (the run itself starts in `create_logger`, after every check); W&B's own debug log goes
+    to its cache directory. A failure here is left for `create_logger` to report."""
+    global _prestart
+    if mode == "disabled" or _prestart is not None:
+        return
+
+    def start() -> None:
+        try:
+            import importlib
+
+            import wandb
+
+            for module in _PREIMPORTS:
+                importlib.import_module(module)
+            wandb.setup()
+        except Exception:  # noqa: BLE001 - create_logger starts the run on this thread and reports what fails
+            pass
+
+    # not a daemon: the interpreter must not be torn down in the middle of an import, even on a bad-input exit
+    _prestart = threading.Thread(target=start, name="wandb-prestart")
+    _prestart.start()
+
+
 def check_wandb_dir(wandb_dir: Optional[str]) -> None:
     """$WANDB_DIR must be a directory W&B can create or write to: W&B itself only warns and puts the run under the
     system's temporary directory, where neither the user nor `--resume wandb/offline-run-...` would look."""
@@ -102,8 +133,41 @@ def sweep_agent_run_id(environ: Optional[dict] = None) -> Optional[str]:
     return given_run_id(environ) if environ.get("WANDB_SWEEP_ID") else None
 
 
+# the W&B settings behind each of our flags, for messages
+_RUN_SETTING_FLAGS = {"project": "--wandb-project (or $WANDB_PROJECT)", "entity": "--wandb-entity",
+                      "run_name": "--wandb-name", "run_tags": "--wandb-tags", "run_group": "--wandb-group",
+                      "run_notes": "--wandb-notes"}
+
+
+def project_of(config: Config) -> str:
+    return config.wandb_project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
+
+
+def check_run_settings(config: Config) -> None:
+    """W&B's own checks of the run's project, tags, ... (its Settings validators), run before anything is written:
+    wandb.init would raise them after the run directory and config.yaml exist (`--wandb-project a/b`, a tag longer
+    than 64 characters)."""
+    import pydantic
+    import wandb
+
+    values = {"project": project_of(config), "entity": config.wandb_entity, "run_name": config.wandb_name,
+              "run_tags": tuple(config.wandb_tags), "run_group": config.wandb_group, "run_notes": config.wandb_notes}
+    for key, value in values.items():
+        if value is None:
+            continue
+        try:
+            wandb.Settings(**{key: value})
+        except (wandb.errors.UsageError, pydantic.ValidationError) as exc:
+            detail = exc.errors()[0]["msg"].removeprefix("Value error, ") if isinstance(exc, pydantic.ValidationError) \
+                else str(exc)
+            raise UserError(f"{_RUN_SETTING_FLAGS[key]}: W&B refuses it ({' '.join(detail.split())}). Fix the "
+                            "value and run again.") from None
+
+
 def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
     """Start (or continue, with the same run id) the W&B run through Ignite's WandBLogger."""
+    if _prestart is not None:
+        _prestart.join()
     import wandb
     from ignite.handlers.wandb_logger import WandBLogger
 
@@ -113,7 +177,7 @@ def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
         # including the records of its checkpoint artifacts that `--resume wandb/offline-run-...` reads.
         settings["x_transaction_log_flush_interval"] = TRANSACTION_LOG_FLUSH_SECONDS
     logger = WandBLogger(
-        project=config.wandb_project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+        project=project_of(config),
         entity=config.wandb_entity,
         name=config.wandb_name,
         tags=list(config.wandb_tags) or None,

@@ -76,6 +76,8 @@ FLAG_CASES = [
     (["--handler", f"{ROOT / 'tests' / 'user_handlers.py'}:count_epochs", "--handler-arg", "kee=x"],
      "unexpected keyword argument 'kee' (it takes key; a handler is called as fn(app, **kwargs))"),
     (["--handler", "no-such-handler"], "no handler of that name"),
+    (["--wandb-project", "a/b"], "--wandb-project (or $WANDB_PROJECT): W&B refuses it (Invalid project name 'a/b'"),
+    (["--wandb-tags", "ok", "x" * 65], "--wandb-tags: W&B refuses it (Tag"),
     (["--accumulation-steps", "3", "--checkpoint-every", "5"],
      "--checkpoint-every 5 is not a multiple of --accumulation-steps 3"),
 ]
@@ -138,6 +140,11 @@ def test_missing_config_file(isolated, capsys):
 def test_bogus_wandb_mode_in_the_environment(isolated, capsys, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "bogus")
     expect_user_error(lambda: main(DIGITS), isolated, capsys, "WANDB_MODE='bogus' is not a W&B mode")
+
+
+def test_bad_wandb_project_in_the_environment(isolated, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_PROJECT", "team/project")
+    expect_user_error(lambda: main(DIGITS), isolated, capsys, "Invalid project name 'team/project'")
 
 
 @pytest.mark.parametrize("where, fragment", [

@@ -149,3 +149,69 @@ def test_resuming_a_finished_run_trains_only_the_extra_epochs(tmp_path):
     longer = run_train([*short, "--auto-resume", "--epochs", "2"], tmp_path)
     assert "Epoch 2/2" in longer.stdout and "Epoch 1/" not in longer.stdout
     assert {p.name for p in checkpoints(tmp_path)} >= {"checkpoint_22.pt"}
+
+
+SIGNAL_AT = str(ROOT / "tests" / "user_handlers.py") + ":signal_at"
+
+
+def assert_same_final_state(expected_dir: Path, actual_dir: Path) -> None:
+    expected = load(next(p for p in checkpoints(expected_dir) if p.name == FINAL))
+    actual = load(next(p for p in checkpoints(actual_dir) if p.name == FINAL))
+    assert_same_tensors(expected["model"], actual["model"])
+    for a, b in zip(expected["optimizer"]["state"].values(), actual["optimizer"]["state"].values()):
+        assert_same_tensors(a, b)
+    s_full = inspect_summary(only(offline_runs(expected_dir)))["summary"]
+    s_resumed = inspect_summary(offline_runs(actual_dir)[-1])["summary"]
+    for key in ("test/accuracy", "test/loss", "validation/accuracy", "validation/loss"):
+        assert s_resumed[key] == s_full[key], key
+
+
+# the signal arrives during iteration N's handlers, after that iteration's stop check: training stops after N + 1;
+# SIGINT at 10 stops on an epoch's last iteration (11), so it waits for that epoch's validation and checkpoint
+@pytest.mark.parametrize("signame, at, stopped_at", [("SIGTERM", 6, 7), ("SIGINT", 10, 11), ("SIGUSR1", 17, 18)])
+def test_preemption_signal_checkpoints_exits_128_plus_signal_and_resumes_bit_exact(
+        uninterrupted, tmp_path, signame, at, stopped_at):
+    import signal
+
+    stopped = run_train([*ARGS, "--handler", SIGNAL_AT, "--handler-arg", f"iteration={at}",
+                         "--handler-arg", f"signame={signame}"], tmp_path, check=False)
+    assert stopped.returncode == 128 + getattr(signal, signame), stopped.stderr
+    assert f"Stopped by {signame} at iteration {stopped_at}" in stopped.stderr and "Traceback" not in stopped.stderr
+    assert f"checkpoint_{stopped_at}.pt" in {p.name for p in checkpoints(tmp_path)}
+    assert not list(tmp_path.glob("runs/*/model.onnx"))  # no end-of-training work: the resumed run does it
+    summary = inspect_summary(only(offline_runs(tmp_path)))
+    assert summary["summary"]["stopped"] == f"preempted ({signame})"
+    resumed = run_train([*ARGS, "--auto-resume"], tmp_path)
+    assert f"at iteration {stopped_at}" in resumed.stdout
+    assert_same_final_state(uninterrupted, tmp_path)
+
+
+def test_sigterm_from_outside_at_a_random_moment_then_auto_resume_is_bit_exact(uninterrupted, tmp_path):
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from helpers import clean_env
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *ARGS, "--output-dir",
+                             str(tmp_path / "runs")], cwd=tmp_path, env=clean_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # training is about to start once the start-up lines are out
+        if "W&B offline" in line:
+            break
+    time.sleep(random.uniform(0.0, 2.0))
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    if proc.returncode in (0, -signal.SIGTERM):
+        # the signal came after training ended (test evaluation, ONNX export: the default handler is back): the final
+        # checkpoint is complete, and --auto-resume only evaluates
+        if proc.returncode:
+            run_train([*ARGS, "--auto-resume"], tmp_path)
+        assert_same_final_state(uninterrupted, tmp_path)
+        return
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Stopped by SIGTERM at iteration" in err and "Traceback" not in err
+    run_train([*ARGS, "--auto-resume"], tmp_path)
+    assert_same_final_state(uninterrupted, tmp_path)

@@ -136,8 +136,9 @@ def test_uneven_shares_train_as_one_process_would(tmp_path):
             "--wandb-mode", "disabled"]
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir(), two.mkdir()
-    run_train(args, one)
-    ok(torchrun(args, two))
+    run_train(args, one, env=clean_env(one, OMP_NUM_THREADS="1"))  # one thread, as each torchrun worker: same sums
+    proc = ok(torchrun(args, two))
+    assert proc.stderr == ""  # no INFO lines of Ignite's launcher and auto_model around the run's own output
     a, b = checkpoint(one, "checkpoint_11.pt"), checkpoint(two, "checkpoint_11.pt")
     for key in a["model"]:
         assert torch.allclose(a["model"][key], b["model"][key], rtol=1e-3, atol=1e-5), key
@@ -153,3 +154,52 @@ def test_a_user_error_in_spawned_processes_is_one_paragraph(tmp_path):
         "(1294 training samples) holds only 1 sample(s): some processes would get none. Choose a --batch-size whose "
         "remainder of 1294 is 0 or at least 2."]
     assert not (tmp_path / "runs").exists() and not offline_runs(tmp_path)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("launcher", ["--nproc-per-node", "torchrun"])
+def test_workers_die_with_a_sigkilled_parent(tmp_path, launcher):
+    """`kill -9` of the --nproc-per-node process, or of torchrun alone, must not leave its workers training on as
+    orphans, writing the run's checkpoints while an --auto-resume job starts on them."""
+    import signal
+    import time
+
+    start = ([sys.executable, str(ROOT / "scripts" / "train.py"), "--nproc-per-node", "2"] if launcher != "torchrun" else
+             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+              str(ROOT / "scripts" / "train.py")])
+    proc = subprocess.Popen(
+        [*start, "--dataset", "digits", "--epochs", "200", "--no-onnx", "--no-progress-bar",
+         "--output-dir", str(tmp_path / "runs")],
+        cwd=tmp_path, env=clean_env(tmp_path, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "runs").glob("*/checkpoints/checkpoint_*.pt")):  # both workers are training
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        children = _children(proc.pid)
+        assert children
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 3  # the kernel kills them at once; unfixed, they were still training after 3 s
+        while (alive := [c for c in children if Path(f"/proc/{c}").exists()]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive
+    finally:
+        proc.kill()
+        for child in children:  # orphans, if the test failed
+            if Path(f"/proc/{child}").exists():
+                os.kill(child, signal.SIGKILL)

@@ -119,3 +119,11 @@ def die_on_rank(app, rank: int, iteration: int) -> None:
     def _die(_):
         if idist.get_rank() == rank:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def signal_at(app, iteration: int, signame: str = "SIGTERM") -> None:
+    """Send this process `signame` once the trainer completes `iteration` (what a scheduler's preemption does)."""
+
+    @app.trainer.on(Events.ITERATION_COMPLETED(once=iteration))
+    def _signal(_):
+        os.kill(os.getpid(), getattr(signal, signame))

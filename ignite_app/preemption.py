@@ -1,0 +1,62 @@
+"""Preemption: SIGTERM, SIGINT and SIGUSR1 (what Slurm, Kubernetes, a W&B sweep agent and Ctrl-C send) stop training
+cleanly instead of killing it: the current iteration finishes (an epoch's last one finishes its validation and
+checkpoint too), every rank stops at the same iteration (`App.request_stop`), a checkpoint of that instant is written,
+the W&B run is marked preempting and closed, and the process exits 128 + the signal's number (143 for SIGTERM).
+`--auto-resume` then continues bit-exactly. A second Ctrl-C exits at once: the newest checkpoint on disk stays valid.
+
+    with Preemption(app.request_stop) as preemption:   # installs the handlers, restores the previous ones after
+        trainer.run(...)
+    if preemption.signum: ...                           # checkpoint, mark preempting, raise Preempted
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import Callable, Optional
+
+from ignite_app.errors import AppError
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+class Preempted(AppError):
+    """Training was stopped by a signal after writing a checkpoint; exit code 128 + the signal's number."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class Preemption:
+    """Signal handlers that ask the trainer to stop (Python runs them in the main thread between bytecodes, so the
+    iteration in progress completes first); installed only in the main thread, where Python allows them."""
+
+    def __init__(self, request_stop: Callable[[str], None]) -> None:
+        self.request_stop = request_stop
+        self.signum: Optional[int] = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "Preemption":
+        if threading.current_thread() is threading.main_thread():
+            for signum in SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if self.signum is not None:
+            if signum == signal.SIGINT:  # a second Ctrl-C: the user wants out now
+                os.write(2, b"\nSecond interrupt: exiting at once (the newest checkpoint on disk stays valid).\n")
+                os._exit(128 + signum)
+            return
+        self.signum = signum
+        # os.write, not print: a signal handler can interrupt a print to the same stream
+        os.write(2, f"\n{name} received: finishing this iteration, then writing a checkpoint and exiting "
+                    "(rerun with --auto-resume to continue; Ctrl-C again exits at once).\n".encode())
+        self.request_stop(f"{name} received", preempt=True)
