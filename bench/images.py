@@ -72,7 +72,7 @@ def train_throughput(root: Path, tmp: Path, augment: bool) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for match in re.finditer(r"BENCH (\{.*?\})\s*$", proc.stdout, re.MULTILINE):
         values.update(json.loads(match.group(1)))
-    train_images = int(re.search(r"(\d+) train, ", proc.stdout).group(1))
+    train_images = int(re.search(r"\((\d+) train[ ,/]", proc.stdout).group(1))
     return {"images_per_second": train_images / values["train_seconds"], "train_seconds": values["train_seconds"],
             "process_wall_s": wall}
 

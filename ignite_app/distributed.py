@@ -141,7 +141,8 @@ def launch(config: Config, worker: Callable[..., Any], *args: Any) -> None:
         with parallel:
             parallel.run(_spawned, os.getpid(), worker, *args)
     except ProcessExitedException as exc:
-        how = f"was killed by {exc.signal_name}" if exc.signal_name else f"exited with code {exc.exit_code}"
+        how = (f"was killed by {exc.signal_name}" if exc.signal_name
+               else f"exited with code {exc.exit_code} (its message is above)")
         raise WorkerFailed(f"process {exc.error_index} of {config.nproc_per_node} {how}; the others were stopped."
                            + (" Resume with --auto-resume." if exc.signal_name else ""),
                            exc.exit_code if exc.exit_code and exc.exit_code > 0 else 1,

@@ -2,7 +2,9 @@
 bit-exactly under torchrun and in one process, a NaN on one rank and a dead rank stopping the whole job."""
 import json
 import os
+import random
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ROOT, clean_env, inspect_summary, offline_runs, run_train
+from helpers import ROOT, clean_env, history, inspect_summary, offline_runs, run_train
 
 pytestmark = pytest.mark.e2e
 
@@ -77,10 +79,18 @@ def test_one_run_one_directory_and_the_same_metrics_on_every_rank(uninterrupted)
     (out,) = (uninterrupted / "runs").iterdir()
     summary = inspect_summary(run_dir)
     assert summary["run_id"] == out.name
+    # rank 1 wrote nothing of its own: no second W&B run, log or directory besides the test's rank files
+    assert sorted(p.name for p in uninterrupted.iterdir()) == ["rank0.json", "rank1.json", "runs", "wandb"]
+    assert sorted(p.name for p in (uninterrupted / "wandb").iterdir()) == sorted(
+        ["debug-internal.log", "debug.log", "latest-run", run_dir.name])
     r0, r1 = ranks(uninterrupted)
     assert r0["world_size"] == r1["world_size"] == 2 and r0["iteration"] == r1["iteration"] == 22
     assert r0["validation"] == r1["validation"] and r0["test"] == r1["test"]
     assert summary["summary"]["test/accuracy"] == r0["test"]["accuracy"] > 0.8
+    # every rank's handlers see the same loss, the mean over ranks, and that is what W&B logged (--log-interval 2)
+    assert r0["losses"] == r1["losses"] and len(r0["losses"]) == 22
+    logged = {row["_step"]: row["training/loss"] for row in history(run_dir) if "training/loss" in row}
+    assert logged and all(logged[step] == pytest.approx(r0["losses"][step - 1], rel=1e-6) for step in logged)
     # 359 test digits: 180 + 179 per rank, none padded or counted twice, so accuracy is a multiple of 1/359
     assert round(r0["test"]["accuracy"] * 359, 6) == round(r0["test"]["accuracy"] * 359)
     content = checkpoint(uninterrupted)
@@ -103,29 +113,80 @@ def test_sigkilled_job_auto_resumes_under_torchrun_bit_exactly(uninterrupted, cr
     assert summary["test/accuracy"] == inspect_summary(offline_runs(uninterrupted)[0])["summary"]["test/accuracy"]
 
 
-def test_two_process_checkpoint_continues_in_one_process(crashed, tmp_path):
+def test_two_process_checkpoint_continues_in_one_process_and_back_in_two(crashed, tmp_path):
     shutil.copytree(crashed / "pristine-runs", tmp_path / "runs")
     (ckpt,) = (tmp_path / "runs").glob("*/checkpoints/checkpoint_4.pt")
     proc = run_train([*ARGS, "--resume", str(ckpt)], tmp_path, env=clean_env(tmp_path, OMP_NUM_THREADS="1"))
     assert "at iteration 4" in proc.stdout
     assert "written by 2 process(es) and continues in 1" in proc.stdout and "no longer bit-exact" in proc.stdout
     assert checkpoint(tmp_path)["trainer"]["iteration"] == 22
+    # and the other way round: the 1-process continuation's checkpoint of iteration 20 continues in 2 processes
+    (ckpt,) = (tmp_path / "runs").glob("*/checkpoints/checkpoint_20.pt")
+    assert "ranks" not in torch.load(ckpt, map_location="cpu", weights_only=True)["rng"]  # one process wrote it
+    proc = ok(torchrun([*ARGS, "--resume", str(ckpt)], tmp_path))
+    assert "at iteration 20" in proc.stdout
+    assert "written by 1 process(es) and continues in 2" in proc.stdout and "no longer bit-exact" in proc.stdout
+    final = checkpoint(tmp_path)
+    assert final["trainer"]["iteration"] == 22 and final["rng"]["world_size"] == 2
 
 
 def test_nan_on_one_rank_stops_every_rank_at_the_same_iteration(tmp_path):
-    proc = torchrun([*ARGS, *handler("nan_on_rank", rank=1, iteration=3), *handler("record_rank", directory=tmp_path)],
-                    tmp_path, timeout=90)  # a rank left waiting in a collective would hang until this timeout
-    assert proc.returncode != 0
-    assert "loss became NaN or infinite" in proc.stderr
-    assert proc.stderr.count("Traceback") == 1 and "ChildFailedError" in proc.stderr  # torchrun's report, no worker's
+    """Spawned by --nproc-per-node this time (idist.Parallel with nproc_per_node): the launcher-free path."""
+    proc = run_train([*ARGS, "--nproc-per-node", "2", *handler("nan_on_rank", rank=1, iteration=3),
+                      *handler("record_rank", directory=tmp_path)], tmp_path, check=False, timeout=90,
+                     env=clean_env(tmp_path, OMP_NUM_THREADS="1"))  # a rank left waiting would hang until the timeout
+    assert proc.returncode == 1
+    assert proc.stderr.count("loss became NaN or infinite") == 1 and "Traceback" not in proc.stderr  # rank 0 speaks
+    assert "process 0 of 2 exited with code 1" in proc.stderr or "process 1 of 2 exited with code 1" in proc.stderr
     r0, r1 = ranks(tmp_path)
     assert r0["iteration"] == r1["iteration"] < 22
 
 
-def test_a_dead_rank_takes_the_job_down_within_seconds(tmp_path):
-    proc = torchrun([*ARGS, *handler("die_on_rank", rank=1, iteration=3)], tmp_path, timeout=90)
+def srun(args, tmp_path: Path, ntasks: int = 2) -> list[subprocess.CompletedProcess]:
+    """What `srun --ntasks N python scripts/train.py ...` starts on one node: N processes with Slurm's variables
+    (Ignite derives the rendezvous from them: MASTER_ADDR from the node list, MASTER_PORT 15000 + the job id's last
+    4 digits)."""
+    for _ in range(100):
+        port = random.randrange(15000, 25000)
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                break
+    slurm = dict(SLURM_JOB_ID=f"9{port - 15000:04d}", SLURM_STEP_ID="0", SLURM_NTASKS=str(ntasks),
+                 SLURM_JOB_NODELIST="localhost", SLURM_JOB_NUM_NODES="1", OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *args, "--output-dir",
+                               str(tmp_path / "runs")], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=clean_env(tmp_path, SLURM_PROCID=str(r), SLURM_LOCALID=str(r), **slurm))
+             for r in range(ntasks)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return results
+
+
+def test_srun_tasks_train_as_one_run(tmp_path):
+    tasks = srun([*ARGS, "--epochs", "1", *handler("record_rank", directory=tmp_path)], tmp_path)
+    for task in tasks:
+        ok(task)
+    assert "2 processes (gloo)" in tasks[0].stdout and "Run " not in tasks[1].stdout  # rank 0 speaks for both
+    assert len(offline_runs(tmp_path)) == 1 and len(list((tmp_path / "runs").iterdir())) == 1
+    r0, r1 = ranks(tmp_path)
+    assert r0["world_size"] == 2 and r0["test"] == r1["test"] and r0["iteration"] == 11
+
+
+@pytest.mark.parametrize("failure", ["die_on_rank", "fail_on_rank"])
+def test_a_dead_or_failing_rank_takes_the_job_down(tmp_path, failure):
+    """SIGKILL of one rank, or an exception in a handler on one rank: its peer's next collective fails at once, it says
+    why and exits, and torchrun names the rank (a rank left waiting would hang until the timeout)."""
+    proc = torchrun([*ARGS, *handler(failure, rank=1, iteration=3)], tmp_path, timeout=90)
     assert proc.returncode != 0
-    assert "Signal 9 (SIGKILL)" in proc.stderr and "rank      : 1" in proc.stderr  # torchrun names the dead rank
+    assert "rank      : 1" in proc.stderr  # torchrun's report names the failed rank
+    # rank 0 either notices first (its message) or is stopped by torchrun first (SIGTERM): both end the job
+    assert "rank 0 of 2 lost contact" in proc.stderr or "Signal 15 (SIGTERM)" in proc.stderr
+    if failure == "die_on_rank":
+        assert "Signal 9 (SIGKILL)" in proc.stderr
+    else:
+        assert "ValueError: a user handler failed on rank 1" in proc.stderr
 
 
 def test_uneven_shares_train_as_one_process_would(tmp_path):

@@ -65,11 +65,13 @@ NOT_CALLABLE = 42
 
 
 def record_rank(app, directory: str) -> None:
-    """Each rank writes what it saw to DIRECTORY/rank<N>.json: its final iteration, its validation and test metrics
-    (a test's window into the ranks that do not log to W&B)."""
+    """Each rank writes what it saw to DIRECTORY/rank<N>.json: its final iteration, its validation and test metrics,
+    the training loss its handlers saw each iteration (a test's window into the ranks that do not log to W&B)."""
     import ignite.distributed as idist
 
     path = os.path.join(directory, f"rank{idist.get_rank()}.json")
+    losses = []
+    app.trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: losses.append(engine.state.output))
 
     def write(_=None):
         import json
@@ -78,7 +80,7 @@ def record_rank(app, directory: str) -> None:
             json.dump({"iteration": app.trainer.state.iteration, "world_size": idist.get_world_size(),
                        "validation": {k: float(v) for k, v in app.evaluator.state.metrics.items()},
                        "test": {k: float(v) for k, v in app.test_evaluator.state.metrics.items()},
-                       "stop_reason": app.stop_together.reason}, f)
+                       "stop_reason": app.stop_together.reason, "losses": losses}, f)
 
     app.trainer.add_event_handler(Events.TERMINATE, write)
     app.trainer.add_event_handler(Events.COMPLETED, write)
@@ -119,6 +121,16 @@ def die_on_rank(app, rank: int, iteration: int) -> None:
     def _die(_):
         if idist.get_rank() == rank:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fail_on_rank(app, rank: int, iteration: int) -> None:
+    """A handler that raises on one rank only, at `iteration`."""
+    import ignite.distributed as idist
+
+    @app.trainer.on(Events.ITERATION_COMPLETED(once=iteration))
+    def _fail(_):
+        if idist.get_rank() == rank:
+            raise ValueError(f"a user handler failed on rank {rank}")
 
 
 def signal_at(app, iteration: int, signame: str = "SIGTERM") -> None:
