@@ -39,6 +39,7 @@ from ignite_app.data import Loaders, Splits, make_loaders, splits_from_config, v
 from ignite_app.engines import GradNormClipper, create_engines
 from ignite_app.errors import TrainingStopped, UserError
 from ignite_app.preemption import Preempted, Preemption
+from ignite_app.runlock import RunLock
 from ignite_app.models import build_model, check_model_name
 from ignite_app.schedules import create_lr_scheduler
 from ignite_app.state import RNGStates, RunMeta
@@ -73,6 +74,7 @@ class App:
     share_loss: Optional[distributed.ShareWeightedLoss] = None  # the trainer's loss with several processes
     stop_together: distributed.StopTogether = field(default_factory=distributed.StopTogether)
     attached: bool = False  # attach_handlers ran
+    run_lock: Optional[RunLock] = None  # this process trains the run (OUTPUT_DIR/RUN_ID/.lock)
 
     def request_stop(self, reason: str, preempt: bool = False) -> None:
         """Stop training at the end of the current iteration, on every rank at the same one (a preemption signal,
@@ -173,6 +175,8 @@ class App:
         for saver in self.savers:
             saver.close()
         self.wandb_logger.close()
+        if self.run_lock is not None:
+            self.run_lock.release()
 
 
 class TrainingDiverged(TrainingStopped):
@@ -249,13 +253,21 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
         resume.check_model_fits(model, checkpoint)
         _check_same_classes(info.classes, checkpoint)
     # rank 0 chooses the run id and directory for all; it alone writes files and talks to W&B
-    run_id, location = distributed.decided_by_rank_zero(
-        lambda: (lambda run_id, path: (run_id, str(path)))(*_run_location(config, checkpoint)))
+    run_lock = RunLock(wait=config.wait_for_lock)
+
+    def choose_location() -> tuple[str, str]:
+        run_id, path = _run_location(config, checkpoint)
+        check_output_dir(path)
+        if path.is_dir():  # an existing run (a resume): one process trains it at a time; a new one has a new id
+            run_lock.acquire(path)
+        return run_id, str(path)
+
+    run_id, location = distributed.decided_by_rank_zero(choose_location)
     output_dir = Path(location)
-    check_output_dir(output_dir)
     # the last of the checks: from here on, files and the W&B run are written
     if rank == 0:
         output_dir.mkdir(parents=True, exist_ok=True)
+        run_lock.acquire(output_dir)  # held until the process ends (or App.close)
         config.save(output_dir / "config.yaml")
     logger = tracking.create_logger(config, run_id, wandb_mode if rank == 0 else "disabled", resume=checkpoint is not None)
     if rank == 0:
@@ -283,7 +295,7 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
         test_evaluator=engines.test_evaluator, wandb_logger=logger, checkpoint=checkpoint,
         to_save={k: v for k, v in to_save.items() if v is not None},  # one dict for checkpointing and resuming
         grad_clipper=engines.grad_norm, user_handlers=user_handlers, share_loss=share_loss,
-        min_log_step=min_log_step,
+        min_log_step=min_log_step, run_lock=run_lock,
     )
 
 

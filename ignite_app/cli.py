@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # a resumed run's own command line decides these: how to resume, which user handlers to attach, how it is launched
-NOT_INHERITED = ("resume", "auto_resume", "handler", "nproc_per_node", "backend")
+NOT_INHERITED = ("resume", "auto_resume", "wait_for_lock", "handler", "nproc_per_node", "backend")
 
 
 def parse(argv: Optional[Sequence[str]] = None, base: Optional[Mapping[str, Any]] = None) -> Config:

@@ -146,6 +146,8 @@ class Config:
         "wandb:ENTITY/PROJECT/NAME:ALIAS or wandb:ENTITY/PROJECT/RUN_ID", "outputs",
     )
     auto_resume: bool = _opt(False, "continue from the newest checkpoint under --output-dir if there is one", "outputs")
+    wait_for_lock: bool = _opt(False, "when another process is training this run (its lock is held), wait for it "
+                               "instead of stopping with exit code 2", "outputs")
     # ONNX
     onnx: bool = _opt(True, "export the model to ONNX at the end, verify it with onnxruntime and log it to W&B", "onnx")
     onnx_on_best: bool = _opt(False, "also export on each new best validation accuracy (model-best.onnx)", "onnx")

@@ -242,3 +242,28 @@ def test_every_kept_checkpoint_is_a_resume_point(uninterrupted, tmp_path):
         resumed = run_train([*ARGS, "--resume", str(copy)], work)
         assert "Traceback" not in resumed.stderr and f"at iteration {load(copy)['trainer']['iteration']}" in resumed.stdout
         assert_same_tensors(expected, load(copy if done else copy.parent / FINAL)["model"])
+
+
+def test_two_processes_resuming_one_run_the_second_gets_exit_2_naming_the_holder(uninterrupted, tmp_path):
+    """One process trains a run at a time: the run directory's lock (filelock's flock, released by the kernel when
+    the holder dies, so a killed run's lock never blocks) stops a second resume before it writes anything."""
+    import subprocess
+    import sys
+
+    from helpers import clean_env
+
+    shutil.copytree(uninterrupted / "runs", tmp_path / "runs")
+    args = [*ARGS, "--epochs", "40", "--auto-resume", "--output-dir", str(tmp_path / "runs")]
+    first = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *args], cwd=tmp_path,
+                             env=clean_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in first.stdout:  # the first holds the lock once its start-up lines are out
+        if "W&B offline" in line:
+            break
+    second = run_train(args, tmp_path, check=False)
+    assert second.returncode == 2 and "is being trained by process" in second.stderr, second.stderr
+    assert str(first.pid) in second.stderr and "--wait-for-lock" in second.stderr
+    assert "Traceback" not in second.stderr and len(offline_runs(tmp_path)) == 1  # no second W&B run
+    first.kill()  # SIGKILL: the kernel drops its lock
+    first.wait()
+    waited = run_train([*ARGS, "--epochs", "4", "--auto-resume", "--wait-for-lock"], tmp_path)
+    assert "Traceback" not in waited.stderr and "Resumed from" in waited.stdout  # a killed holder's lock never blocks
