@@ -16,7 +16,7 @@ import pickle
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -44,10 +44,16 @@ class ResolvedCheckpoint:
 # ---------------------------------------------------------------- finding files
 
 
-def newest_checkpoint(directory: Path) -> Optional[Path]:
-    """The most recently written checkpoint file under `directory` (its run dirs and checkpoints/ dirs included)."""
+def checkpoints_newest_first(directory: Path) -> list[Path]:
+    """The checkpoint files under `directory` (its run dirs and checkpoints/ dirs included), newest first."""
     found = [p for p in directory.rglob(CHECKPOINT_GLOB) if p.is_file()]
-    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name)) if found else None
+    return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+
+
+def newest_checkpoint(directory: Path) -> Optional[Path]:
+    """The most recently written checkpoint file under `directory`."""
+    found = checkpoints_newest_first(directory)
+    return found[0] if found else None
 
 
 def is_offline_run_dir(path: Path) -> bool:
@@ -159,11 +165,22 @@ def check_model_fits(model: torch.nn.Module, checkpoint: ResolvedCheckpoint) -> 
         )
 
 
-def find_auto_resume(output_dir: str, run_id: Optional[str] = None) -> Optional[Path]:
-    """The newest checkpoint under output_dir, or under output_dir/run_id when the run id is given from outside (a
-    sweep agent's trials share one output dir: each continues only its own run)."""
+def find_auto_resume(output_dir: str, run_id: Optional[str] = None,
+                     warn: Callable[[str], None] = print) -> Optional[Path]:
+    """The newest intact checkpoint under output_dir, or under output_dir/run_id when the run id is given from
+    outside (a sweep agent's trials share one output dir: each continues only its own run). A newer file that does
+    not load (cut off by a crash, corrupt) is skipped with one warning line: every intact file is a resume point."""
     directory = Path(output_dir) / run_id if run_id else Path(output_dir)
-    return newest_checkpoint(directory) if directory.is_dir() else None
+    if not directory.is_dir():
+        return None
+    for path in checkpoints_newest_first(directory):
+        try:
+            load_checkpoint(path, str(path))
+        except UserError as error:
+            warn(f"--auto-resume: skipping {path}, it does not load ({str(error).split(': ', 1)[-1][:160]})")
+            continue
+        return path
+    return None
 
 
 def run_dir_of(checkpoint_path: Path) -> Optional[Path]:

@@ -215,3 +215,30 @@ def test_sigterm_from_outside_at_a_random_moment_then_auto_resume_is_bit_exact(u
     assert "Stopped by SIGTERM at iteration" in err and "Traceback" not in err
     run_train([*ARGS, "--auto-resume"], tmp_path)
     assert_same_final_state(uninterrupted, tmp_path)
+
+
+def test_auto_resume_skips_a_truncated_newest_checkpoint_for_the_newest_intact_one(uninterrupted, tmp_path):
+    shutil.copytree(uninterrupted / "runs", tmp_path / "runs")
+    final = next(p for p in checkpoints(tmp_path) if p.name == FINAL)
+    final.write_bytes(final.read_bytes()[: final.stat().st_size // 2])  # cut off mid-write, as a crash leaves it
+    resumed = run_train([*ARGS, "--auto-resume"], tmp_path)
+    assert f"skipping {final}" in resumed.stdout and "at iteration 32" in resumed.stdout
+    assert_same_tensors(load(next(p for p in checkpoints(uninterrupted) if p.name == FINAL))["model"],
+                        load(next(p for p in checkpoints(tmp_path) if p.name == FINAL))["model"])
+
+
+def test_every_kept_checkpoint_is_a_resume_point(uninterrupted, tmp_path):
+    """Not only the newest: the older latest checkpoint and the best one both continue to the same final weights
+    (the best one restores no latest-checkpointer state, and the files its run's state names may be gone)."""
+    expected = load(next(p for p in checkpoints(uninterrupted) if p.name == FINAL))["model"]
+    kept = [p for p in checkpoints(uninterrupted) if p.name != FINAL]
+    assert len(kept) == 2  # checkpoint_32.pt and the best one
+    for i, source in enumerate(kept):
+        work = tmp_path / str(i)
+        shutil.copytree(uninterrupted / "runs", work / "runs")
+        copy = next(p for p in checkpoints(work) if p.name == source.name)
+        (copy.parent / FINAL).unlink()  # continue from `copy` as if the newer file never existed
+        done = load(copy)["trainer"]["iteration"] == 33  # the best epoch may be the last: nothing left to train
+        resumed = run_train([*ARGS, "--resume", str(copy)], work)
+        assert "Traceback" not in resumed.stderr and f"at iteration {load(copy)['trainer']['iteration']}" in resumed.stdout
+        assert_same_tensors(expected, load(copy if done else copy.parent / FINAL)["model"])
