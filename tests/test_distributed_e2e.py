@@ -264,3 +264,33 @@ def test_workers_die_with_a_sigkilled_parent(tmp_path, launcher):
         for child in children:  # orphans, if the test failed
             if Path(f"/proc/{child}").exists():
                 os.kill(child, signal.SIGKILL)
+
+
+def test_sigterm_to_torchrun_checkpoints_and_auto_resumes_bit_exactly(uninterrupted, tmp_path):
+    """What a scheduler's preemption does to a torchrun job: SIGTERM to the launcher, which forwards it to its workers.
+    Every rank stops at the same iteration and a checkpoint of that instant is written before torchrun gives up on
+    them (its workers die with it, PR_SET_PDEATHSIG); `--auto-resume` under torchrun then ends bit-exactly."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(ROOT / "scripts" / "train.py"), *ARGS, "--output-dir", str(tmp_path / "runs")],
+        cwd=tmp_path, env=clean_env(tmp_path, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "runs").glob("*/checkpoints/checkpoint_4.pt")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "SIGTERM received" in err, err[-3000:]
+    stopped = max(int(p.stem.split("_")[1]) for p in (tmp_path / "runs").glob("*/checkpoints/checkpoint_*.pt"))
+    assert 4 <= stopped < 22  # the stop instant (past 4 unless the signal came during iteration 4's handlers)
+    resumed = ok(torchrun([*ARGS, "--auto-resume"], tmp_path))
+    assert f"at iteration {stopped}" in resumed.stdout
+    assert_same_training_state(checkpoint(uninterrupted), checkpoint(tmp_path))
+    assert len(list((tmp_path / "runs").iterdir())) == 1
