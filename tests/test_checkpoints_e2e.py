@@ -267,3 +267,26 @@ def test_two_processes_resuming_one_run_the_second_gets_exit_2_naming_the_holder
     first.wait()
     waited = run_train([*ARGS, "--epochs", "4", "--auto-resume", "--wait-for-lock"], tmp_path)
     assert "Traceback" not in waited.stderr and "Resumed from" in waited.stdout  # a killed holder's lock never blocks
+
+
+def test_torture_eight_sigkills_at_random_instants_then_the_run_ends_bit_exact(uninterrupted, tmp_path):
+    """SIGKILL a run with --checkpoint-every 1 at 8 random instants in a row (mid-iteration, mid-torch.save,
+    mid-prune, mid-artifact staging), each time once it wrote a new checkpoint, rerunning with --auto-resume; the
+    last attempt finishes, and its final weights, optimizer state and metrics equal an uninterrupted run's."""
+    import json
+    import subprocess
+    import sys
+
+    from helpers import clean_env
+
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "torture_driver.py"), str(tmp_path / "runs"), "8", "2026", "--",
+         *ARGS, "--checkpoint-every", "1"],
+        cwd=tmp_path, env=clean_env(tmp_path), capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    log = (tmp_path / "runs.log").read_text()
+    assert report["kills"] == 8 and report.get("exit_code") == 0, (report, log[-3000:])
+    assert "Traceback" not in log
+    assert_same_final_state(uninterrupted, tmp_path)

@@ -55,3 +55,27 @@ def test_missing_artifact_is_a_clear_error(api, tmp_path):
     proc = run_train([*QUICK, "--resume", f"wandb:{entity}/ignite-app-tests/checkpoint-doesnotexist:latest"],
                      tmp_path, env=online_env(tmp_path), check=False)
     assert proc.returncode == 2 and "could not find" in proc.stderr
+
+
+def test_online_sweep_creates_a_wandb_sweep_and_runs_its_trials(api, tmp_path):
+    """scripts/sweep.py online: the same YAML becomes a W&B sweep, W&B's agent runs `count` trials, and each trial's
+    run belongs to the sweep, with the W&B-given run id naming its output directory."""
+    import re
+
+    import yaml
+
+    from helpers import run_script
+
+    wandb_api, entity = api
+    project = "ignite-app-tests"
+    sweep_file = tmp_path / "online.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "name": "online", "method": "random", "metric": {"name": "validation/best_accuracy", "goal": "maximize"},
+        "parameters": {"dataset": {"value": "digits"}, "epochs": {"value": 1}, "onnx": {"value": False},
+                       "wandb_project": {"value": project}, "lr": {"values": [0.001, 0.01]}},
+    }))
+    proc = run_script("sweep.py", [sweep_file.name, "--count", "1"], tmp_path, env=online_env(tmp_path))
+    sweep_id = re.search(r"Created W&B sweep (\w+)", proc.stdout).group(1)
+    runs = list(wandb_api.sweep(f"{entity}/{project}/{sweep_id}").runs)
+    assert len(runs) == 1 and runs[0].summary.get("validation/best_accuracy") is not None
+    assert list(tmp_path.rglob(f"runs/{runs[0].id}/config.yaml"))  # the agent's run id names the run directory
