@@ -188,6 +188,9 @@ def run_worker(local_rank: int, worker: Callable[..., Any], *args: Any) -> None:
     (the launcher, torchrun or spawn, then stops the remaining processes and names the one that died)."""
     try:
         worker(local_rank, *args)
+        # leave together: a rank that tears its process group down while rank 0 still writes the run's last files
+        # (after the test report's gather) was seen to abort at exit ("terminate called without an active exception")
+        idist.barrier()
     except RuntimeError as exc:  # gloo/nccl report a lost peer as a RuntimeError (DistBackendError)
         text = str(exc).strip()
         if not any(sign in text.lower() for sign in PEER_LOSS_SIGNS):
