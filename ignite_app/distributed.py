@@ -225,7 +225,7 @@ def decided_by_rank_zero(decide: Callable[[], T]) -> T:
             payload = json.dumps({"value": decide()})
         except BaseException as error:
             code = error.exit_code if isinstance(error, AppError) else 1
-            idist.broadcast(json.dumps({"error": str(error), "exit_code": code}), src=0)
+            idist.broadcast(json.dumps({"error": str(error), "exit_code": code}), src=0, safe_mode=True)  # as below
             raise
     message = json.loads(idist.broadcast(payload, src=0, safe_mode=True))
     if "error" in message:

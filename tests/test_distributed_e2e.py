@@ -294,3 +294,29 @@ def test_sigterm_to_torchrun_checkpoints_and_auto_resumes_bit_exactly(uninterrup
     assert f"at iteration {stopped}" in resumed.stdout
     assert_same_training_state(checkpoint(uninterrupted), checkpoint(tmp_path))
     assert len(list((tmp_path / "runs").iterdir())) == 1
+
+
+def test_a_second_torchrun_job_on_a_running_run_is_refused(tmp_path):
+    """torchrun --auto-resume while another torchrun job trains the run: rank 0 finds the run lock held and every rank
+    stops with its message and exit 2 (rank 0's error reaches the others; it was a gloo abort before)."""
+    import signal
+    import time
+
+    first = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(ROOT / "scripts" / "train.py"), *ARGS, "--epochs", "200", "--output-dir", str(tmp_path / "runs")],
+        cwd=tmp_path, env=clean_env(tmp_path, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((tmp_path / "runs").glob("*/checkpoints/checkpoint_*.pt")):
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        second = torchrun([*ARGS, "--epochs", "200", "--auto-resume"], tmp_path, timeout=120)
+        assert second.returncode != 0 and "is being trained by process" in second.stderr, second.stderr[-3000:]
+        assert "exitcode  : 2" in second.stderr and "gloo::EnforceNotMet" not in second.stderr
+        assert first.poll() is None  # the first job trains on
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=60)
+    finally:
+        first.kill()
