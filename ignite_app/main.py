@@ -82,9 +82,10 @@ def _checkpoint_to_resume(config) -> Optional[tuple[str, str]]:
         path, origin = resume.resolve_spec(config.resume)
         return str(path), origin
     if config.auto_resume:
-        found = resume.find_auto_resume(config.output_dir, tracking.given_run_id())  # a sweep trial: its own run only
+        # this experiment's newest intact checkpoint (a sweep trial: its own run only)
+        found = resume.find_auto_resume(config.output_dir, tracking.given_run_id(), config.to_dict())
         if found is None:
-            print(f"--auto-resume: no checkpoint under {config.output_dir}; starting a new run.", flush=True)
+            print(f"--auto-resume: no checkpoint of this experiment under {config.output_dir}; starting a new run.", flush=True)
             return None
         return str(found), f"{found} (newest under {config.output_dir})"
     return None

@@ -165,15 +165,58 @@ def check_model_fits(model: torch.nn.Module, checkpoint: ResolvedCheckpoint) -> 
         )
 
 
-def find_auto_resume(output_dir: str, run_id: Optional[str] = None,
+# what makes a run the same experiment: the data, model, optimization and training-extras settings, except those a
+# resume may change (train longer, another device, how data is loaded or where it lies)
+IDENTITY_GROUPS = ("data", "model", "optimization", "extras")
+NOT_IDENTITY = ("epochs", "device", "num_workers", "data_dir", "preset", "val_batch_size", "max_memory")
+
+
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    from ignite_app.config import FIELDS
+
+    return {name: config.get(name) for name, f in FIELDS.items()
+            if f.metadata["group"] in IDENTITY_GROUPS and name not in NOT_IDENTITY}
+
+
+def differences(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    """`name (theirs vs mine)` for each identity value that differs."""
+    a, b = identity(mine), identity(theirs)
+    return [f"{k} ({b[k]!r} vs {a[k]!r})" for k in a if a[k] != b[k] and not (a[k] in ((), []) and b[k] in ((), []))]
+
+
+def matching_runs(output_dir: Path, config: dict[str, Any]) -> tuple[list[Path], list[str]]:
+    """(run directories under output_dir whose config.yaml is this experiment, why each other run is not)."""
+    import yaml
+
+    matched, others = [], []
+    for run_dir in sorted(p for p in output_dir.iterdir() if (p / "config.yaml").is_file()):
+        try:
+            theirs = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        diff = differences(config, theirs)
+        (others.append(f"{run_dir.name}: {', '.join(diff[:4])}") if diff else matched.append(run_dir))
+    return matched, others
+
+
+def find_auto_resume(output_dir: str, run_id: Optional[str] = None, config: Optional[dict[str, Any]] = None,
                      warn: Callable[[str], None] = print) -> Optional[Path]:
-    """The newest intact checkpoint under output_dir, or under output_dir/run_id when the run id is given from
-    outside (a sweep agent's trials share one output dir: each continues only its own run). A newer file that does
-    not load (cut off by a crash, corrupt) is skipped with one warning line: every intact file is a resume point."""
+    """The newest intact checkpoint of this experiment under output_dir: of the runs whose config.yaml has the same
+    identity as `config` (the resolved config of this command, less what a resume may change), or of
+    output_dir/run_id when the run id is given from outside (a sweep agent's trials share one output dir). A newer
+    file that does not load (cut off by a crash, corrupt) is skipped with one warning line: every intact file is a
+    resume point. When runs exist but none is this experiment, `warn` says why for each."""
     directory = Path(output_dir) / run_id if run_id else Path(output_dir)
     if not directory.is_dir():
         return None
-    for path in checkpoints_newest_first(directory):
+    candidates = checkpoints_newest_first(directory)
+    if config is not None and not run_id:
+        matched, others = matching_runs(directory, config)
+        candidates = [p for p in candidates if any(run in p.parents for run in matched)]
+        if not matched and others:
+            warn(f"--auto-resume: no run under {output_dir} is this experiment (run: their value vs yours): "
+                 f"{'; '.join(others[:5])}.")
+    for path in candidates:
         try:
             load_checkpoint(path, str(path))
         except UserError as error:

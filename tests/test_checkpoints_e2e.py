@@ -138,7 +138,7 @@ def test_resume_from_a_file_a_directory_and_an_offline_run(uninterrupted, tmp_pa
 
 def test_auto_resume_without_checkpoints_starts_fresh(tmp_path):
     proc = run_train([*ARGS, "--epochs", "1", "--auto-resume"], tmp_path)
-    assert "no checkpoint under" in proc.stdout and "Resumed" not in proc.stdout
+    assert "no checkpoint of this experiment under" in proc.stdout and "Resumed" not in proc.stdout
 
 
 def test_resuming_a_finished_run_trains_only_the_extra_epochs(tmp_path):
@@ -290,3 +290,16 @@ def test_torture_eight_sigkills_at_random_instants_then_the_run_ends_bit_exact(u
     assert report["kills"] == 8 and report.get("exit_code") == 0, (report, log[-3000:])
     assert "Traceback" not in log
     assert_same_final_state(uninterrupted, tmp_path)
+
+
+def test_auto_resume_continues_only_the_same_experiment(uninterrupted, tmp_path):
+    """Two experiments in one output dir: --auto-resume with another seed and lr does not continue (or rewrite) the
+    other run; it says why that run is not this experiment and starts a new one. `--epochs` may change."""
+    shutil.copytree(uninterrupted / "runs", tmp_path / "runs")
+    (other,) = (tmp_path / "runs").iterdir()
+    config_before = (other / "config.yaml").read_text()
+    proc = run_train([*ARGS, "--seed", "7", "--lr", "0.001", "--epochs", "1", "--auto-resume"], tmp_path)
+    assert f"{other.name}: lr (0.005 vs 0.001), seed (42 vs 7)" in proc.stdout and "Resumed" not in proc.stdout
+    assert (other / "config.yaml").read_text() == config_before and len(list((tmp_path / "runs").iterdir())) == 2
+    longer = run_train([*ARGS, "--epochs", "4", "--auto-resume"], tmp_path)  # the first experiment, trained longer
+    assert f"W&B run {other.name}" in longer.stdout and "at iteration 33" in longer.stdout
