@@ -52,9 +52,14 @@ def newest_write(output_dir: str) -> int:
     return max((os.stat(f).st_mtime_ns for f in files if os.path.exists(f)), default=0)
 
 
+# a kill within two iterations of a fresh checkpoint: mid-iteration, mid-save, mid-prune or mid-staging, and short
+# enough that 8 kills fit in the test run's 33 iterations on a fast machine too
+MAX_DELAY = 0.06
+
+
 def torture(argv: list[str], output_dir: str, kills: int, seed: int) -> dict:
     """Each round: start, wait until the child has written a new checkpoint (so every round makes progress), then
-    SIGKILL it after a random 0-250 ms: mid-iteration, mid-torch.save, mid-prune or mid-artifact staging."""
+    SIGKILL it after a random 0-60 ms: mid-iteration, mid-torch.save, mid-prune or mid-artifact staging."""
     rng = random.Random(seed)
     log = output_dir.rstrip("/") + ".log"
     delays: list[float] = []
@@ -63,7 +68,7 @@ def torture(argv: list[str], output_dir: str, kills: int, seed: int) -> dict:
         pid = start([*argv, "--auto-resume", "--output-dir", output_dir], log)
         if wait(pid, 120, until=lambda: newest_write(output_dir) > before) is not None:
             return {"kills": len(delays), "delays": delays, "finished_early": True}
-        delay = rng.uniform(0.0, 0.25)
+        delay = rng.uniform(0.0, MAX_DELAY)
         if wait(pid, delay) is not None:
             return {"kills": len(delays), "delays": delays, "finished_early": True}
         os.kill(pid, signal.SIGKILL)
