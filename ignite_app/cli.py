@@ -43,25 +43,19 @@ class ShortUsageParser(argparse.ArgumentParser):
         raise UserError(message)
 
 
-class _ListHandlersAction(argparse.Action):
-    def __init__(self, option_strings, dest, **kwargs):
+class _PrintAndExitAction(argparse.Action):
+    """A flag that prints a listing and exits (`--list-handlers`, `--list-models`); `describe` is `module:function`,
+    imported only when the flag is given, so `--help` stays light."""
+
+    def __init__(self, option_strings, dest, describe: str, **kwargs):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+        self.describe = describe
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from ignite_app.plugins import describe_handlers
+        import importlib
 
-        print(describe_handlers())
-        parser.exit(0)
-
-
-class _ListModelsAction(argparse.Action):
-    def __init__(self, option_strings, dest, **kwargs):
-        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        from ignite_app.models import describe_models
-
-        print(describe_models())
+        module, _, function = self.describe.partition(":")
+        print(getattr(importlib.import_module(module), function)())
         parser.exit(0)
 
 
@@ -112,12 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         group.add_argument(*names, **kwargs)
         if f.name == "model":
-            group.add_argument("--list-models", "--list_models", action=_ListModelsAction,
+            group.add_argument("--list-models", "--list_models", action=_PrintAndExitAction,
+                               describe="ignite_app.models:describe_models",
                                help="list the networks --model accepts, then exit")
         if f.name == "handler":
             group.add_argument("--handler-arg", "--handler_arg", action=_HandlerArgAction, metavar="KEY=VALUE", default=argparse.SUPPRESS,
                                help="a keyword argument for the preceding --handler (repeatable)")
-            group.add_argument("--list-handlers", "--list_handlers", action=_ListHandlersAction,
+            group.add_argument("--list-handlers", "--list_handlers", action=_PrintAndExitAction,
+                               describe="ignite_app.plugins:describe_handlers",
                                help="list the built-in and installed handlers, then exit")
     return parser
 
