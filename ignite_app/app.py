@@ -31,7 +31,8 @@ from torch import nn
 from ignite_app.handlers.best_metrics import BestMetrics
 from ignite_app.handlers.onnx_export import OnnxExportHandler
 from ignite_app.handlers.test_report import TestReport
-from ignite_app.handlers.wandb_checkpoint import WandBCheckpointSaver
+from ignite_app.handlers.wandb_checkpoint import (ArtifactUploader, WandBCheckpointSaver, clean_debris,
+                                                  reconcile_with_directory)
 from ignite_app import distributed, plugins, resume, tracking
 from ignite_app.config import Config, validate
 from ignite_app.augment import BatchAugment
@@ -66,7 +67,7 @@ class App:
     checkpoint: Optional[resume.ResolvedCheckpoint] = None  # what this run resumes from
     progress_bar: Optional[ProgressBar] = None
     checkpointers: dict[str, Checkpoint] = field(default_factory=dict)
-    savers: list[WandBCheckpointSaver] = field(default_factory=list)
+    uploader: Optional[ArtifactUploader] = None  # logs the checkpoints as W&B artifact versions, in save order
     min_log_step: int = 0  # a resumed online run already holds steps below this; don't log them again
     onnx_exporter: Optional[OnnxExportHandler] = None
     grad_clipper: Optional[GradNormClipper] = None
@@ -102,6 +103,7 @@ class App:
         to_load = {k: v for k, v in to_load.items() if k in content}
         Checkpoint.load_objects(to_load=to_load, checkpoint=content)
         state = self.trainer.state
+        reconcile_with_directory(self.checkpointers["checkpointer"], state.iteration)
         self.loaders.train.batch_sampler.start_batch = state.iteration % state.epoch_length
         self.to_save["rng"].load_state_dict(content["rng"])
         written_by, now = self.to_save["rng"].saved_world_size, distributed.world_size()
@@ -172,8 +174,9 @@ class App:
                         "Rerun the same command with --auto-resume to continue (bit-exact).", signum)
 
     def close(self) -> None:
-        for saver in self.savers:
-            saver.close()
+        if self.uploader is not None:
+            best = self.checkpointers["best_checkpointer"].last_checkpoint if self.checkpointers else None
+            self.uploader.close(best_file=Path(best) if best else None)
         self.wandb_logger.close()
         if self.run_lock is not None:
             self.run_lock.release()
@@ -444,22 +447,27 @@ def _attach_wandb(app: App) -> None:
 
 def _attach_checkpoints(app: App) -> None:
     """Latest checkpoints every epoch (after validation) and every --checkpoint-every iterations; the best one by
-    validation accuracy. Both save to disk and log W&B artifacts; both checkpoint their own state (include_self)."""
+    validation accuracy. Both save to disk and hand their files to one uploader (W&B artifact versions in save order,
+    as many as --log-checkpoints says); both checkpoint their own state (include_self)."""
     cfg, trainer = app.config, app.trainer
     directory = app.output_dir / "checkpoints"
+    if distributed.is_main():  # build() holds the run's lock: what lies here was left by a killed process
+        debris = clean_debris(directory)
+        if debris:
+            app.log(f"Removed {len(debris)} leftover file(s) of an interrupted process from {directory} (artifact "
+                    "staging links, unfinished checkpoint writes).")
     run = getattr(app.wandb_logger, "run", None)
     iteration = global_step_from_engine(trainer, Events.ITERATION_COMPLETED)
-    best_saver = WandBCheckpointSaver(directory, run, trainer, aliases=("best",))
-    latest_saver = WandBCheckpointSaver(directory, run, trainer)
-    app.savers += [best_saver, latest_saver]
+    app.uploader = ArtifactUploader(run, app.output_dir, mode=cfg.log_checkpoints, warn=app.log)
     best = Checkpoint(
-        {**app.to_save, "meta": RunMeta(app.run_id, app.config.to_dict(), kind="best")}, best_saver, filename_prefix="best",
+        {**app.to_save, "meta": RunMeta(app.run_id, app.config.to_dict(), kind="best")},
+        WandBCheckpointSaver(directory, trainer, app.uploader, best=True), filename_prefix="best",
         score_function=Checkpoint.get_default_score_fn("accuracy"), score_name="validation_accuracy",
         n_saved=1, global_step_transform=iteration, include_self=True,
     )
     latest = Checkpoint(
-        {**app.to_save, "best_checkpointer": best}, latest_saver, n_saved=cfg.n_saved,
-        global_step_transform=iteration, include_self=True,
+        {**app.to_save, "best_checkpointer": best}, WandBCheckpointSaver(directory, trainer, app.uploader),
+        n_saved=cfg.n_saved, global_step_transform=iteration, include_self=True,
     )
     app.checkpointers.update(checkpointer=latest, best_checkpointer=best)
     app.evaluator.add_event_handler(Events.COMPLETED, best)
