@@ -133,10 +133,10 @@ class ArtifactUploader:
 
     def _keep(self, path: Path, name: str) -> Path:
         """A hard link under OUTPUT_DIR/RUN_ID/artifacts/ that the offline version references until `wandb sync`.
-        Named by inode: one name per content, however often a resumed run rewrites checkpoint_N.pt."""
+        Named by inode first: one name per content, however often a resumed run rewrites checkpoint_N.pt, and no
+        match for the `checkpoint_*.pt` that `--auto-resume` and `--resume DIR` look for."""
         self.kept_dir.mkdir(parents=True, exist_ok=True)
-        stem, suffix = os.path.splitext(name)
-        kept = self.kept_dir / f"{stem}-{path.stat().st_ino}{suffix}"
+        kept = self.kept_dir / f"{path.stat().st_ino}-{name}"
         if not kept.exists():
             try:
                 kept.hardlink_to(path)

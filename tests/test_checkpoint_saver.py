@@ -14,7 +14,7 @@ from ignite.handlers import Checkpoint
 from ignite_app import wandb_artifacts
 from ignite_app.handlers.wandb_checkpoint import (KEPT_DIR, ArtifactUploader, WandBCheckpointSaver, clean_debris,
                                                   reconcile_with_directory)
-from ignite_app.resume import md5_b64
+from ignite_app.resume import checkpoints_newest_first, md5_b64
 
 EPOCH_LENGTH = 3
 # validation accuracy after each epoch: the best is epoch 4 (iteration 12), the last epoch is not the best
@@ -136,6 +136,8 @@ def test_one_uploader_logs_every_version_in_save_order_latest_is_the_newest_and_
     assert not _staged_files(tmp_path)  # nothing copied into W&B's staging directory
     kept = sorted((tmp_path / "runs" / offline_run.id / KEPT_DIR).iterdir())
     assert len(kept) == 18 and not list((tmp_path / "runs" / offline_run.id / "checkpoints").glob(".upload-*"))
+    # --auto-resume and --resume DIR see the checkpoints/ files only, not the artifacts' links
+    assert {p.parent.name for p in checkpoints_newest_first(tmp_path / "runs")} == {"checkpoints"}
 
 
 def test_best_and_last_offline_logs_the_best_and_the_last_version_at_close(offline_run, tmp_path):
