@@ -174,7 +174,7 @@ class App:
     def close(self) -> None:
         for saver in self.savers:
             saver.close()
-        self.wandb_logger.close()
+        tracking.close(self.wandb_logger)
         if self.run_lock is not None:
             self.run_lock.release()
 

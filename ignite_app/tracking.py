@@ -4,8 +4,10 @@ run, and the one-line description of where the run goes. The handlers that log t
 """
 from __future__ import annotations
 
+import logging
 import netrc
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Optional
@@ -171,6 +173,9 @@ def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
     import wandb
     from ignite.handlers.wandb_logger import WandBLogger
 
+    # Python's logging prints a traceback for every record it cannot write: with WANDB_DIR full, W&B's debug.log
+    # turned a finished run into ~9,000 lines. Applications switch that off (the logging docs' advice).
+    logging.raiseExceptions = False
     settings = {"silent": True}
     if "x_transaction_log_flush_interval" in wandb.Settings.model_fields:
         # W&B flushes the run's .wandb file every 15 s by default; a SIGKILLed run loses what was not flushed,
@@ -221,3 +226,13 @@ def resumed_step(logger) -> int:
 def log_summary(logger, values: dict[str, Any]) -> None:
     if logger.run is not None:
         logger.run.summary.update(values)
+
+
+def close(logger) -> None:
+    """Finish the W&B run. A full or unwritable WANDB_DIR costs W&B's records, not the run: one warning, no error."""
+    try:
+        logger.close()
+    except OSError as exc:
+        print(f"Warning: W&B could not write its files under {os.environ.get('WANDB_DIR') or os.getcwd()} "
+              f"({exc.strerror or exc}); W&B's records of this run may be incomplete. Training, checkpoints and "
+              "config.yaml in the output directory are not affected.", file=sys.stderr, flush=True)
