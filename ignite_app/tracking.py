@@ -9,6 +9,7 @@ import netrc
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse
@@ -214,6 +215,7 @@ def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
             settings=wandb.Settings(**run_settings),
         )
 
+    started = time.time()
     try:
         logger = start(mode, settings)
     except wandb.errors.CommError as exc:
@@ -227,6 +229,7 @@ def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
               f"({reason}); logging offline instead, same run id (upload it later with `wandb sync`).",
               file=sys.stderr, flush=True)
         wandb.teardown()  # the service still holds the failed online run under this id
+        _remove_failed_online_run(run_id, started)
         settings.pop("init_timeout", None)
         logger = start("offline", settings)
     except Exception as exc:  # noqa: BLE001 - only W&B's disk failing is tolerated here
@@ -238,6 +241,16 @@ def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
         logger = start("disabled", settings)
     check_space(logger)
     return logger
+
+
+def _remove_failed_online_run(run_id: str, since: float) -> None:
+    """The directory of the online attempt that never reached the server (wandb/run-DATE-RUNID, made just now):
+    `wandb sync --include-online` would otherwise upload its empty start beside the offline run."""
+    import shutil
+
+    for path in Path(os.environ.get("WANDB_DIR") or ".", "wandb").glob(f"run-*-{run_id}"):
+        if path.is_dir() and path.stat().st_mtime >= since - 1:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def describe_run(logger) -> str:

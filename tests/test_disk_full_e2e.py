@@ -5,7 +5,8 @@
 - WANDB_DIR: training and checkpoints go on, one warning line, the results are printed and written, exit 0, and
   W&B keeps what it recorded before the disk filled.
 The disk is filled at the end of epoch 1 by a `--handler` (tests/disk_filler.py), as another process would."""
-import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -41,6 +42,15 @@ def test_full_checkpoint_disk_stops_with_one_message_then_auto_resume_finishes(t
         assert f"Resumed from {checkpoints / 'checkpoint_11.pt'}" in again.stdout, again.stdout
         assert "Test results" in again.stdout and "Traceback" not in again.stderr
         assert (checkpoints / "checkpoint_22.pt").is_file()
+        # the resumed run is one W&B run in two offline directories: the README's sync command takes both, in order
+        offline = offline_runs(tmp_path)
+        assert len(offline) == 2 and all(p.name.endswith(run_dir.name) for p in offline)
+        sync = subprocess.run(f"{sys.executable} -m wandb sync --dry-run wandb/offline-run-*-{run_dir.name}",
+                              shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        said = sync.stdout + sync.stderr
+        listed = [line.split()[-1] for line in said.splitlines() if line.endswith(".wandb")]
+        assert "Would sync 2 run(s)" in said, said
+        assert listed == [f"wandb/{p.name}/run-{run_dir.name}.wandb" for p in offline], listed
 
 
 def test_full_wandb_dir_keeps_the_run(tmp_path):

@@ -27,6 +27,7 @@ def test_auto_mode_falls_back_to_offline(tmp_path):
     (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     (offline,) = offline_runs(tmp_path)
     assert offline.name.endswith(run_dir.name)  # the same run id, offline
+    assert not list((tmp_path / "wandb").glob("run-*"))  # the failed online attempt left no directory to sync
     summary = inspect_summary(offline)
     assert summary["state"] == "finished" and summary["exit_code"] == 0, summary
     assert summary["summary"]["test/accuracy"] > 0.5
