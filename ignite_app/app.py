@@ -32,7 +32,7 @@ from ignite_app.handlers.best_metrics import BestMetrics
 from ignite_app.handlers.onnx_export import OnnxExportHandler
 from ignite_app.handlers.test_report import TestReport
 from ignite_app.handlers.wandb_checkpoint import WandBCheckpointSaver
-from ignite_app import distributed, plugins, resume, tracking
+from ignite_app import disk, distributed, plugins, resume, tracking
 from ignite_app.config import Config, validate
 from ignite_app.augment import BatchAugment
 from ignite_app.data import Loaders, Splits, make_loaders, splits_from_config, verification_images
@@ -258,6 +258,7 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     def choose_location() -> tuple[str, str]:
         run_id, path = _run_location(config, checkpoint)
         check_output_dir(path)
+        disk.check_room_for_a_checkpoint(path, sum(t.numel() * t.element_size() for t in model.state_dict().values()))
         if path.is_dir():  # an existing run (a resume): one process trains it at a time; a new one has a new id
             run_lock.acquire(path)
         return run_id, str(path)
