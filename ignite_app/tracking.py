@@ -236,7 +236,7 @@ def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
         error = disk_error(exc)
         if error is None:
             raise
-        warn(f"{describe(error)}; W&B is off for this run")
+        warn(describe(error), consequence="W&B is off for this run")
         wandb.teardown()
         logger = start("disabled", settings)
     check_space(logger)

@@ -151,3 +151,16 @@ def test_engines_do_not_repeat_our_errors(caplog):
         with caplog.at_level(logging.ERROR), pytest.raises(Exception):
             engine.run(range(2), max_epochs=1)
         assert ("Engine run is terminating" in caplog.text) == logged, caplog.text
+
+
+def test_test_report_on_a_full_disk_prints_and_goes_on(tmp_path):
+    from ignite_app.handlers.test_report import TestReport
+
+    with tmpfs(tmp_path / "disk", "64k") as disk:
+        fill_disk(disk)
+        printed: list[str] = []
+        evaluator = Engine(lambda engine, batch: (torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])))
+        TestReport(["a", "b"], disk, log=printed.append).attach(evaluator)
+        evaluator.run([0], max_epochs=1)
+        assert printed[0].startswith("Test report: accuracy 0.5000 on 2 images"), printed
+        assert printed[1] == f"Test report files not written to {disk} (No space left on device).", printed
