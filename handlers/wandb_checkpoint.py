@@ -40,6 +40,8 @@ from ignite.engine import Engine
 from ignite.handlers import Checkpoint, DiskSaver
 
 from ignite_app.config import DEFAULT_LOG_CHECKPOINTS, LOG_CHECKPOINTS
+from ignite_app.disk import checkpoint_write
+from ignite_app.wandb_disk import wandb_writes
 
 STAGED_PREFIX = ".upload-"  # a hard link that freezes a version's bytes until the uploader took them
 KEPT_DIR = "artifacts"  # OUTPUT_DIR/RUN_ID/artifacts: the files offline versions reference until `wandb sync`
@@ -113,14 +115,15 @@ class ArtifactUploader:
         try:
             if self._failed:
                 return
-            artifact = wandb.Artifact(self.artifact_name, type="model", metadata=info)
-            if self.offline:
-                artifact.add_file(str(self._keep(path, name)), name=name, policy="immutable", skip_cache=True)
-            else:
-                artifact.add_file(str(path), name=name, skip_cache=True)
-            logged = self.run.log_artifact(artifact, aliases=aliases)
-            if self.mode == "best-and-last" and not self.offline:
-                self._delete_superseded(logged)
+            with wandb_writes():  # W&B's own disk full: one warning for the run, the checkpoint on disk stands
+                artifact = wandb.Artifact(self.artifact_name, type="model", metadata=info)
+                if self.offline:
+                    artifact.add_file(str(self._keep(path, name)), name=name, policy="immutable", skip_cache=True)
+                else:
+                    artifact.add_file(str(path), name=name, skip_cache=True)
+                logged = self.run.log_artifact(artifact, aliases=aliases)
+                if self.mode == "best-and-last" and not self.offline:
+                    self._delete_superseded(logged)
         except Exception as exc:  # noqa: BLE001 - W&B trouble must not stop training; the files are on disk
             self._failed = True
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -183,9 +186,14 @@ class WandBCheckpointSaver(DiskSaver):
                  best: bool = False, **kwargs: Any) -> None:
         super().__init__(dirname, atomic=True, create_dir=True, require_empty=False, **kwargs)
         self.trainer, self.uploader, self.best = trainer, uploader, best
+        self._prune_after_write: list[str] = []
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Optional[Mapping] = None) -> None:
-        super().__call__(checkpoint, filename, metadata)
+        with checkpoint_write(self.dirname, filename):  # a full disk: one clear message, no temp file left
+            super().__call__(checkpoint, filename, metadata)
+        for old in self._prune_after_write:
+            self._remove_now(old)
+        self._prune_after_write.clear()
         if self.uploader is None:
             return
         state = self.trainer.state
@@ -196,6 +204,11 @@ class WandBCheckpointSaver(DiskSaver):
         self.uploader.saved_latest(self.dirname / filename, ["latest", step_alias(self.trainer)], info)
 
     def remove(self, filename: str) -> None:
+        """Ignite's Checkpoint prunes the oldest file *before* it writes the new one: a write that fails (a full
+        disk) or a kill in between would cost a good checkpoint. The file goes once the new one is on disk."""
+        self._prune_after_write.append(filename)
+
+    def _remove_now(self, filename: str) -> None:
         """Prune an old checkpoint that may already be gone: a run resumed from an older checkpoint inherits its
         Checkpoint's list of saved files, and the newer run it branched from pruned some of them already."""
         if (self.dirname / filename).exists():
