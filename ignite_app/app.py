@@ -32,12 +32,12 @@ from ignite_app.handlers.best_metrics import BestMetrics
 from ignite_app.handlers.onnx_export import OnnxExportHandler
 from ignite_app.handlers.test_report import TestReport
 from ignite_app.handlers.wandb_checkpoint import WandBCheckpointSaver
-from ignite_app import distributed, plugins, resume, tracking
+from ignite_app import disk, distributed, plugins, resume, tracking
 from ignite_app.config import Config, validate
 from ignite_app.augment import BatchAugment
 from ignite_app.data import Loaders, Splits, make_loaders, splits_from_config, verification_images
 from ignite_app.engines import GradNormClipper, create_engines
-from ignite_app.errors import TrainingStopped, UserError
+from ignite_app.errors import TrainingStopped, UserError, quiet_engine_logs
 from ignite_app.preemption import Preempted, Preemption
 from ignite_app.runlock import RunLock
 from ignite_app.models import build_model, check_model_name
@@ -228,7 +228,7 @@ class App:
     def close(self) -> None:
         for saver in self.savers:
             saver.close()
-        self.wandb_logger.close()
+        tracking.close(self.wandb_logger)
         if self.run_lock is not None:
             self.run_lock.release()
 
@@ -315,6 +315,7 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     def choose_location() -> tuple[str, str]:
         run_id, path = _run_location(config, checkpoint)
         check_output_dir(path)
+        disk.check_room_for_a_checkpoint(path, sum(t.numel() * t.element_size() for t in model.state_dict().values()))
         if path.is_dir():  # an existing run (a resume): one process trains it at a time; a new one has a new id
             run_lock.acquire(path)
         return run_id, str(path)
@@ -562,6 +563,7 @@ def attach_handlers(app: App) -> App:
         return app
     app.attached = True
     trainer = app.trainer
+    quiet_engine_logs(trainer, app.evaluator, app.test_evaluator)  # our errors print once, as one paragraph
     sampler = app.loaders.train.batch_sampler
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
     if app.config.augment:  # a pure function of (seed, iteration): resumes stay bit-exact
