@@ -153,7 +153,8 @@ class App:
         if priority is None or any(filename == name for _, filename in saved):
             return
         if writer.n_saved is not None and len(saved) >= writer.n_saved:
-            saved.pop(0)  # what the writer pruned right before writing the file (as Checkpoint.__call__ does)
+            # the file the writer pruned for this one (as Checkpoint.__call__ does); a kill may have left it on disk
+            writer.save_handler.remove(saved.pop(0)[1])
         writer.load_state_dict({"_saved": sorted([*saved, (priority, name)], key=lambda item: item[0])})
 
     def run(self) -> dict[str, float]:
