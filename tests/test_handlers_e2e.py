@@ -12,7 +12,8 @@ from helpers import QUICK, ROOT, clean_env, history, inspect_summary, offline_ru
 
 pytestmark = pytest.mark.e2e
 USER = str(ROOT / "tests" / "user_handlers.py")
-FAST = [*QUICK, "--no-onnx"]
+# no ONNX export, no test report: neither is what these tests are about (test_onnx, test_images_e2e test them)
+FAST = [*QUICK, "--no-onnx", "--no-test-report"]
 
 
 def lr_curve(tmp_path):
