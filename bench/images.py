@@ -122,6 +122,7 @@ def cifar_throughput(tmp: Path, train_per_batch: int, test: int) -> dict[str, An
 
 def measure(tmp: Path, quick: bool = False) -> dict[str, Any]:
     sizes = QUICK if quick else FULL
+    tmp.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"cifar10": cifar_throughput(tmp, sizes["cifar_train_per_batch"], sizes["cifar_test"])}
     root = tmp / "pngs"
     png: dict[str, Any] = {"generate_s": generate_pngs(root, sizes["png_train_per_class"], sizes["png_test_per_class"])}
