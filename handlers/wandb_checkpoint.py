@@ -30,14 +30,12 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
-import ignite.distributed as idist
 from ignite.engine import Engine
-from ignite.handlers import Checkpoint, DiskSaver
+from ignite.handlers import DiskSaver
 
 from ignite_app.config import DEFAULT_LOG_CHECKPOINTS, LOG_CHECKPOINTS
 from ignite_app.disk import checkpoint_write
@@ -213,29 +211,6 @@ class WandBCheckpointSaver(DiskSaver):
         Checkpoint's list of saved files, and the newer run it branched from pruned some of them already."""
         if (self.dirname / filename).exists():
             super().remove(filename)
-
-
-def reconcile_with_directory(checkpointer: Checkpoint, upto_step: int) -> None:
-    """Make a step-numbered Checkpoint's list of saved files true to its directory after a resume: entries whose
-    file is gone are dropped, and its files up to `upto_step` that the restored state does not name are taken in
-    (a best checkpoint carries no latest-checkpointer state: without this its run never prunes the older files).
-    The newest `n_saved` are kept, older ones removed. Later files belong to the continuation this resume replaces."""
-    saver = checkpointer.save_handler
-    prefix = f"{checkpointer.filename_prefix}_" if checkpointer.filename_prefix else ""
-    pattern = re.compile(re.escape(prefix) + r"checkpoint_(\d+)\.pt")
-    directory = Path(saver.dirname)
-    entries = {name: priority for priority, name in checkpointer.state_dict()["_saved"] if (directory / name).is_file()}
-    for path in directory.glob(f"{prefix}checkpoint_*.pt"):
-        match = pattern.fullmatch(path.name)
-        if match and path.name not in entries and int(match[1]) <= upto_step:
-            entries[path.name] = int(match[1])
-    ordered = sorted((priority, name) for name, priority in entries.items())
-    n_saved = checkpointer.n_saved or len(ordered)
-    keep, surplus = ordered[-n_saved:], ordered[:-n_saved]
-    if idist.get_rank() == 0:
-        for _, name in surplus:
-            (directory / name).unlink(missing_ok=True)
-    checkpointer.load_state_dict({"_saved": keep})
 
 
 def clean_debris(directory: Path) -> list[Path]:

@@ -2,7 +2,6 @@
 records are read back with `wandb leet inspect --json` (what `--resume wandb/offline-run-...` reads)."""
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 
@@ -12,9 +11,9 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 
 from ignite_app import wandb_artifacts
-from ignite_app.handlers.wandb_checkpoint import (KEPT_DIR, ArtifactUploader, WandBCheckpointSaver, clean_debris,
-                                                  reconcile_with_directory)
-from ignite_app.resume import checkpoints_newest_first, md5_b64
+from ignite_app.handlers.wandb_checkpoint import KEPT_DIR, ArtifactUploader, WandBCheckpointSaver, clean_debris
+from ignite_app.resume import checkpoints_newest_first
+from ignite_app.wandb_artifacts import md5_b64
 
 EPOCH_LENGTH = 3
 # validation accuracy after each epoch: the best is epoch 4 (iteration 12), the last epoch is not the best
@@ -194,26 +193,6 @@ def test_an_upload_error_is_one_warning_and_training_goes_on(offline_run, tmp_pa
 
 
 # ---------------------------------------------------------------- after a kill, after a resume
-
-
-def test_restoring_a_best_checkpoint_takes_in_the_latest_files_so_pruning_goes_on(tmp_path):
-    """A best checkpoint holds no latest-checkpointer state. Resumed from it at iteration 4, the latest Checkpoint
-    takes in checkpoint_3 and checkpoint_4 (the newest n_saved up to 4; checkpoint_2 is surplus and removed,
-    checkpoint_6 belongs to the continuation this resume replaces), so its saves prune as they should."""
-    model = torch.nn.Linear(2, 2)
-    trainer = Engine(lambda engine, batch: 0.0)
-    for i in (2, 3, 4, 6):
-        torch.save({"model": model.state_dict()}, tmp_path / f"checkpoint_{i}.pt")
-    latest = _checkpointer(tmp_path, trainer, model)
-    latest.load_state_dict({"_saved": [(1, "checkpoint_1.pt")]})  # names a file that is gone
-    reconcile_with_directory(latest, upto_step=4)
-    assert [item.filename for item in latest._saved] == ["checkpoint_3.pt", "checkpoint_4.pt"]
-    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["checkpoint_3.pt", "checkpoint_4.pt", "checkpoint_6.pt"]
-
-    trainer.load_state_dict({"iteration": 4, "epoch_length": 1, "max_epochs": 6})
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, latest)
-    trainer.run([0])  # saves 5 (pruning 3) and 6 (pruning 4)
-    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["checkpoint_5.pt", "checkpoint_6.pt"]
 
 
 def test_clean_debris_removes_staging_links_and_unfinished_writes_only(tmp_path):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ignite_app.state import FORMAT_VERSION
 from helpers import (ROOT, history, inspect_records, inspect_summary, offline_runs, run_train,
                      staged_checkpoints)
 
@@ -70,7 +71,7 @@ def test_checkpoints_are_saved_pruned_and_logged_as_artifacts(uninterrupted):
     else:
         assert logged == [(best_name, ["best", "latest"]), (FINAL, ["epoch-3", "latest"])]
     # the last "latest" is the final checkpoint, and its recorded digest is the file's md5
-    from ignite_app.resume import md5_b64
+    from ignite_app.wandb_artifacts import md5_b64
 
     (entry,) = arts[-1]["manifest"]["contents"]
     final = next(p for p in checkpoints(uninterrupted) if p.name == FINAL)
@@ -82,7 +83,9 @@ def test_checkpoints_are_saved_pruned_and_logged_as_artifacts(uninterrupted):
 def test_checkpoint_holds_everything_needed_to_continue(uninterrupted):
     content = load(next(p for p in checkpoints(uninterrupted) if p.name == FINAL))
     assert {"model", "optimizer", "trainer", "rng", "meta", "checkpointer", "best_checkpointer"} <= set(content)
-    assert content["trainer"]["iteration"] == 33 and content["meta"]["format_version"] == 1
+    assert content["trainer"]["iteration"] == 33 and content["meta"]["format_version"] == FORMAT_VERSION
+    best = load(next(p for p in checkpoints(uninterrupted) if p.name.startswith("best_")))
+    assert {"checkpointer", "best_checkpointer"} <= set(best)  # a best file continues the latest files' pruning too
     assert content["meta"]["config"]["model"] == "net" and len(content["meta"]["run_id"]) == 8
     assert {"python", "numpy", "torch"} <= set(content["rng"])
 
