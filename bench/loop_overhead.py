@@ -1,5 +1,5 @@
-"""Training-loop overhead in one process: epochs of `scripts/train.py`'s trainer (everything attached: W&B offline
-logging every iteration, lr, watch, checkpoints, progress bar, TerminateOnNan, Timer) alternating with epochs of a
+"""Training-loop overhead in one process: epochs of `scripts/train.py`'s trainer (everything attached, default flags:
+W&B offline logging every --log-interval, lr, watch, checkpoints, TerminateOnNan, Timer) alternating with epochs of a
 bare PyTorch loop over the same loader, model architecture, optimizer and seed. Same process, same data, so the
 ratio is the framework's cost per iteration. Prints `BENCH {json}`.
 
@@ -38,13 +38,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--log-interval", default="1")
+    parser.add_argument("--log-interval", help="train.py's --log-interval (default: train.py's default)")
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--flags", default="", help="more train.py flags, e.g. '--watch off'")
     args = parser.parse_args()
-    app = attach_handlers(build(parse(["--dataset", args.dataset, "--epochs", str(args.rounds), "--no-onnx",
-                                       "--log-interval", args.log_interval, "--output-dir", args.output_dir,
-                                       *args.flags.split()])))
+    interval = ["--log-interval", args.log_interval] if args.log_interval else []
+    app = attach_handlers(build(parse(["--dataset", args.dataset, "--epochs", str(args.rounds), "--no-onnx", *interval,
+                                       "--output-dir", args.output_dir, *args.flags.split()])))
     info = app.splits.info
     torch.manual_seed(0)
     bare_model = build_model("convnet", (16, 32), info.num_classes, info.mean, info.std,
