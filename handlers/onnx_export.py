@@ -22,6 +22,7 @@ from torch import nn
 from ignite_app.config import (DEFAULT_ONNX_EXPORTER, DEFAULT_ONNX_OPSET, ONNX_OPSETS, ONNX_VERIFY_BATCH_SIZES,
                                onnx_opset_problem)
 from ignite_app.onnx_tools import OnnxReport, export_and_verify
+from ignite_app.wandb_disk import wandb_writes
 
 
 class OnnxExportHandler:
@@ -75,7 +76,8 @@ class OnnxExportHandler:
         self.log(f"ONNX: {path} ({report.exporter} exporter, opset {report.opset}, {report.file_size_bytes} bytes) "
                  f"matches PyTorch at batch sizes {report.batch_sizes}: max |diff| {report.max_abs_diff:.2e}")
         self._summary(report.as_summary(prefix))
-        self._log_artifact(path, report, best)
+        with wandb_writes():  # W&B's disk full: one warning for the run; the exported file stands
+            self._log_artifact(path, report, best)
         self.reports.append(report)
         return report
 

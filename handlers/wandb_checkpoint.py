@@ -19,6 +19,9 @@ from typing import Any, Mapping, Optional, Sequence
 from ignite.engine import Engine
 from ignite.handlers import DiskSaver
 
+from ignite_app.disk import checkpoint_write
+from ignite_app.wandb_disk import wandb_writes
+
 
 def step_alias(trainer: Engine) -> str:
     """`epoch-N` when the trainer stands at an epoch boundary, `iter-N` otherwise."""
@@ -49,13 +52,18 @@ class WandBCheckpointSaver(DiskSaver):
         self._pending: list[concurrent.futures.Future] = []
         self._staged_ids = itertools.count()
         self.logged: list[dict[str, Any]] = []  # what was sent to W&B: file, aliases
+        self._prune_after_write: list[str] = []
 
     @property
     def enabled(self) -> bool:
         return self.run is not None and not getattr(self.run, "disabled", False)
 
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Optional[Mapping] = None) -> None:
-        super().__call__(checkpoint, filename, metadata)
+        with checkpoint_write(self.dirname, filename):  # a full disk: one clear message, no temp file left
+            super().__call__(checkpoint, filename, metadata)
+        for old in self._prune_after_write:
+            self._remove_now(old)
+        self._prune_after_write.clear()
         if not self.enabled:
             return
         aliases = self.fixed_aliases or ["latest", step_alias(self.trainer)]
@@ -74,6 +82,11 @@ class WandBCheckpointSaver(DiskSaver):
         self._pending.append(self._uploader.submit(self._log_artifact, staged, filename, aliases, info))
 
     def remove(self, filename: str) -> None:
+        """Ignite's Checkpoint prunes the oldest file *before* it writes the new one: a write that fails (a full
+        disk) or a kill in between would cost a good checkpoint. The file goes once the new one is on disk."""
+        self._prune_after_write.append(filename)
+
+    def _remove_now(self, filename: str) -> None:
         """Prune an old checkpoint that may already be gone: a run resumed from an older checkpoint inherits its
         Checkpoint's list of saved files, and the newer run it branched from pruned some of them already."""
         if (self.dirname / filename).exists():
@@ -83,10 +96,11 @@ class WandBCheckpointSaver(DiskSaver):
         import wandb
 
         try:
-            artifact = wandb.Artifact(self.artifact_name, type="model", metadata=info)
-            artifact.add_file(str(staged), name=filename)
-            self.run.log_artifact(artifact, aliases=aliases)
-            self.logged.append(info)
+            with wandb_writes():  # W&B's own disk full: one warning for the run, the checkpoint on disk stands
+                artifact = wandb.Artifact(self.artifact_name, type="model", metadata=info)
+                artifact.add_file(str(staged), name=filename)
+                self.run.log_artifact(artifact, aliases=aliases)
+                self.logged.append(info)
         finally:
             staged.unlink(missing_ok=True)
 

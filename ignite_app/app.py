@@ -37,7 +37,7 @@ from ignite_app.config import Config, validate
 from ignite_app.augment import BatchAugment
 from ignite_app.data import Loaders, Splits, make_loaders, splits_from_config, verification_images
 from ignite_app.engines import GradNormClipper, create_engines
-from ignite_app.errors import TrainingStopped, UserError
+from ignite_app.errors import TrainingStopped, UserError, quiet_engine_logs
 from ignite_app.preemption import Preempted, Preemption
 from ignite_app.runlock import RunLock
 from ignite_app.models import build_model, check_model_name
@@ -171,7 +171,7 @@ class App:
     def close(self) -> None:
         for saver in self.savers:
             saver.close()
-        self.wandb_logger.close()
+        tracking.close(self.wandb_logger)
         if self.run_lock is not None:
             self.run_lock.release()
 
@@ -512,6 +512,7 @@ def attach_handlers(app: App) -> App:
         return app
     app.attached = True
     trainer = app.trainer
+    quiet_engine_logs(trainer, app.evaluator, app.test_evaluator)  # our errors print once, as one paragraph
     sampler = app.loaders.train.batch_sampler
     trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: sampler.set_epoch(engine.state.epoch))
     if app.config.augment:  # a pure function of (seed, iteration): resumes stay bit-exact

@@ -6,6 +6,9 @@
 """
 from __future__ import annotations
 
+import logging
+import sys
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USER_ERROR = 2
@@ -28,3 +31,19 @@ class TrainingStopped(AppError):
     last good checkpoint is."""
 
     exit_code = EXIT_FAILURE
+
+
+class _AppErrorsSpeakOnce(logging.Filter):
+    """Drops Ignite's 'Engine run is terminating due to exception: ...' line while an AppError is in flight: the
+    error reaches `main.guarded`, which prints it as its one paragraph (Ignite logs it from inside its except block,
+    so the exception being handled is the one it reports)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not isinstance(sys.exc_info()[1], AppError)
+
+
+def quiet_engine_logs(*engines) -> None:
+    """Keep Ignite's engines from printing an AppError a second time (engines of one class share one logger)."""
+    for engine in engines:
+        if not any(isinstance(f, _AppErrorsSpeakOnce) for f in engine.logger.filters):
+            engine.logger.addFilter(_AppErrorsSpeakOnce())

@@ -4,18 +4,24 @@ run, and the one-line description of where the run goes. The handlers that log t
 """
 from __future__ import annotations
 
+import logging
 import netrc
 import os
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlparse
 
 from ignite_app.config import WANDB_MODES, Config
-from ignite_app.errors import UserError
+from ignite_app.errors import AppError, UserError
 
 
 TRANSACTION_LOG_FLUSH_SECONDS = 1.0
+# how long --wandb-mode auto waits for the W&B server before it logs offline (W&B's own init_timeout is 90 s, and
+# without a network its retries end in a traceback after ~95 s); WANDB_INIT_TIMEOUT overrides it
+AUTO_INIT_TIMEOUT_SECONDS = 5.0
 # what wandb.init imports lazily: the launch-inputs check that every run makes (~0.3-0.7 s on 2 cores), and the
 # artifact API that the first checkpoint needs
 _PREIMPORTS = ("wandb.sdk.launch.inputs.internal", "wandb.apis.public.artifacts")
@@ -164,32 +170,87 @@ def check_run_settings(config: Config) -> None:
                             "value and run again.") from None
 
 
+class WandbUnreachable(AppError):
+    """W&B online was asked for explicitly and the server cannot be reached: exit 1, one paragraph."""
+
+
+def chose_online_by_itself(config: Config, environ: Optional[dict] = None) -> bool:
+    """True when online mode is --wandb-mode auto's choice (an API key is configured), not the user's: then an
+    unreachable server means logging offline instead."""
+    environ = os.environ if environ is None else environ
+    return config.wandb_mode == "auto" and not (environ.get("WANDB_MODE") or "").strip()
+
+
 def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
-    """Start (or continue, with the same run id) the W&B run through Ignite's WandBLogger."""
+    """Start (or continue, with the same run id) the W&B run through Ignite's WandBLogger.
+
+    W&B's failures must not cost the training: with an API key but no network, `--wandb-mode auto` gives W&B
+    `AUTO_INIT_TIMEOUT_SECONDS` (not its 90 s) and then logs offline, same run id, with one line saying so; a full or
+    unwritable WANDB_DIR gives one warning (`wandb_writes`)."""
     if _prestart is not None:
         _prestart.join()
     import wandb
-    from ignite.handlers.wandb_logger import WandBLogger
 
-    settings = {"silent": True}
+    from ignite_app.disk import describe, disk_error
+    from ignite_app.wandb_disk import GuardedWandBLogger, check_space, reset, warn
+
+    reset()
+    # Python's logging prints a traceback for every record it cannot write: with WANDB_DIR full, W&B's debug.log
+    # turned a finished run into ~9,000 lines. Applications switch that off (the logging docs' advice).
+    logging.raiseExceptions = False
+    settings: dict[str, Any] = {"silent": True}
     if "x_transaction_log_flush_interval" in wandb.Settings.model_fields:
         # W&B flushes the run's .wandb file every 15 s by default; a SIGKILLed run loses what was not flushed,
         # including the records of its checkpoint artifacts that `--resume wandb/offline-run-...` reads.
         settings["x_transaction_log_flush_interval"] = TRANSACTION_LOG_FLUSH_SECONDS
-    logger = WandBLogger(
-        project=project_of(config),
-        entity=config.wandb_entity,
-        name=config.wandb_name,
-        tags=list(config.wandb_tags) or None,
-        notes=config.wandb_notes,
-        group=config.wandb_group,
-        config=config.to_dict(),
-        id=run_id,
-        resume="allow" if resume else None,
-        mode=mode,
-        settings=wandb.Settings(**settings),
-    )
+    fallback = mode == "online" and chose_online_by_itself(config)
+    if fallback and not os.environ.get("WANDB_INIT_TIMEOUT"):
+        settings["init_timeout"] = AUTO_INIT_TIMEOUT_SECONDS
+
+    def start(run_mode: str, run_settings: dict[str, Any]):
+        return GuardedWandBLogger(
+            project=project_of(config), entity=config.wandb_entity, name=config.wandb_name,
+            tags=list(config.wandb_tags) or None, notes=config.wandb_notes, group=config.wandb_group,
+            config=config.to_dict(), id=run_id, resume="allow" if resume else None, mode=run_mode,
+            settings=wandb.Settings(**run_settings),
+        )
+
+    started = time.time()
+    try:
+        logger = start(mode, settings)
+    except wandb.errors.CommError as exc:
+        reason = " ".join(str(exc).split("\n")[0].split())
+        if not fallback:
+            raise WandbUnreachable(
+                f"W&B could not start the run online ({reason}). Check the network and the API key, or log offline "
+                "with --wandb-mode offline (or auto, which falls back to offline by itself) and upload later with "
+                "`wandb sync`.") from None
+        print(f"W&B: could not start the run online at {os.environ.get('WANDB_BASE_URL') or 'https://api.wandb.ai'} "
+              f"({reason}); logging offline instead, same run id (upload it later with `wandb sync`).",
+              file=sys.stderr, flush=True)
+        wandb.teardown()  # the service still holds the failed online run under this id
+        _remove_failed_online_run(run_id, started)
+        settings.pop("init_timeout", None)
+        logger = start("offline", settings)
+    except Exception as exc:  # noqa: BLE001 - only W&B's disk failing is tolerated here
+        error = disk_error(exc)
+        if error is None:
+            raise
+        warn(f"{describe(error)}; W&B is off for this run")
+        wandb.teardown()
+        logger = start("disabled", settings)
+    check_space(logger)
     return logger
+
+
+def _remove_failed_online_run(run_id: str, since: float) -> None:
+    """The directory of the online attempt that never reached the server (wandb/run-DATE-RUNID, made just now):
+    `wandb sync --include-online` would otherwise upload its empty start beside the offline run."""
+    import shutil
+
+    for path in Path(os.environ.get("WANDB_DIR") or ".", "wandb").glob(f"run-*-{run_id}"):
+        if path.is_dir() and path.stat().st_mtime >= since - 1:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def describe_run(logger) -> str:
@@ -199,7 +260,7 @@ def describe_run(logger) -> str:
         return "W&B: disabled"
     run_dir = os.path.dirname(run.dir.rstrip(os.sep))
     if run.settings.mode in ("offline", "dryrun"):
-        return (f"W&B offline (no API key, or offline asked for): {run_dir} ; upload it with `wandb sync {run_dir}`, "
+        return (f"W&B offline: {run_dir} ; upload it with `wandb sync {run_dir}`, "
                 f"view it with `wandb leet {run_dir}`")
     return f"W&B: {run.url} (local files: {run_dir})"
 
@@ -219,5 +280,13 @@ def resumed_step(logger) -> int:
 
 
 def log_summary(logger, values: dict[str, Any]) -> None:
+    from ignite_app.wandb_disk import wandb_writes
+
     if logger.run is not None:
-        logger.run.summary.update(values)
+        with wandb_writes():
+            logger.run.summary.update(values)
+
+
+def close(logger) -> None:
+    """Finish the W&B run; a full or unwritable WANDB_DIR costs W&B's records, not the run (one warning)."""
+    logger.close()  # GuardedWandBLogger: checks the space left, tolerates a disk error

@@ -1,12 +1,13 @@
 """Shared test helpers: run the scripts in a subprocess and read W&B offline runs back with `wandb leet inspect`."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 FMNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -63,3 +64,25 @@ def inspect_records(run_dir: Path) -> list[dict[str, Any]]:
 def history(run_dir: Path) -> list[dict[str, Any]]:
     """History rows, each with its `_step`."""
     return [r["history"]["item"] for r in inspect_records(run_dir) if r["type"] == "history"]
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str, read_only: bool = False) -> Iterator[Path]:
+    """A small tmpfs mounted at `path`: a disk that fills up (or is read-only) for real. Skips the calling test with
+    the reason where it cannot be mounted (it needs root, and a sandbox that allows mounts)."""
+    import pytest
+
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    try:
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True,
+                              text=True)
+    except OSError as exc:  # no mount(8) at all
+        pytest.skip(f"cannot mount a tmpfs here ({exc})")
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (mount: {proc.stderr.strip() or proc.returncode}); needs root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
