@@ -170,6 +170,8 @@ def summarize(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         rows.append((name, shown, "" if target is None else f"{'>=' if at_least else '<='} {target:g}{unit}", verdict))
 
     row("(a)/(b) training loop, same process, median of alternating epochs", loop.get("loop_ratio"), ".3f", 1.05)
+    row("(a)/(b) training loop, same process, CPU seconds (W&B's service processes included)",
+        loop.get("loop_cpu_ratio"), ".3f")
     row("(a)/(b) training loop, same process, fastest epoch each",
         ratio(min(loop.get("framework_epochs", [0]) or [0]), min(loop.get("bare_epochs", [0]) or [0])), ".3f")
     row("(a) samples/s / (b) samples/s: our loop vs the eager bare loop, separate processes",

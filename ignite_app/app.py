@@ -435,6 +435,9 @@ def _attach_wandb(app: App) -> None:
         metric_names="all",
         global_step_transform=global_step_from_engine(trainer, Events.ITERATION_COMPLETED),
     )
+    # the iteration's records go to W&B from a background thread (background_log.BackgroundLogWandBLogger); each epoch
+    # ends with all of them sent, so a record logged another way after it is not overtaken
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: tracking.flush(logger))
     if cfg.watch != "off":
         logger.watch(app.model, log=cfg.watch, log_freq=cfg.watch_freq)
 
@@ -478,6 +481,7 @@ def _attach_test_results(app: App) -> None:
         app.log("Test results: " + "  ".join(f"{k} {v:.4f}" for k, v in test.items()))
         tracking.log_summary(app.wandb_logger, {**test, "trainer/epoch": app.trainer.state.epoch})
         app.wandb_logger.log(test, step=app.trainer.state.iteration)
+        tracking.flush(app.wandb_logger)  # the test report that follows logs its tables with run.log
 
 
 def _attach_onnx(app: App) -> None:
