@@ -134,11 +134,10 @@ def loop_overhead(tmp: Path, env: dict, dataset: str, rounds: int) -> dict[str, 
 
 
 def companions(tmp: Path, env: dict) -> list[str]:
-    """The other benchmarks, when present: 1 vs 2 processes (bench/distributed.py) and your own images
-    (bench/images.py --quick); they write their own tables, listed under ours."""
+    """The other benchmarks, when present: 1 vs 2 processes (bench/distributed.py); it writes its own table, listed
+    under ours."""
     notes = []
-    for script, flags, table in (("distributed.py", [], "bench/distributed.md"),
-                                 ("images.py", ["--quick"], "bench/images_results.json")):
+    for script, flags, table in (("distributed.py", [], "bench/distributed.md"),):
         if not (ROOT / "bench" / script).exists():
             continue
         start = time.time()
@@ -147,6 +146,16 @@ def companions(tmp: Path, env: dict) -> list[str]:
         status = "ok" if proc.returncode == 0 else f"failed ({proc.returncode})"
         notes.append(f"- `python bench/{script} {' '.join(flags)}`: {status} in {time.time() - start:.0f} s; see `{table}`.")
     return ["## Companion benchmarks", "", *notes, ""] if notes else []
+
+
+def image_rows(tmp: Path) -> tuple[dict[str, Any], list[tuple[str, str, str, str]]]:
+    """bench/images.py's measures (CIFAR-10-sized training with and without --augment, PNG decoding cold and warm)
+    as rows of our table."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import images
+
+    measured = images.measure(tmp / "images")
+    return measured, [(name, value, "", "") for name, value in images.rows(measured)]
 
 
 def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
@@ -270,6 +279,9 @@ def main() -> None:
     if not args.quick and dataset == "fashion-mnist":
         results["time_to_accuracy"] = time_to_accuracy(tmp, env, args.tta_epochs)
     results["table"] = summarize(results)
+    if not args.quick:
+        results["images"], rows = image_rows(tmp)
+        results["table"] += rows
     if not args.quick:
         results["notes"] = companions(tmp, env)
     out = args.out

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ignite.engine import Engine, Events
 
 from ignite_app.handlers.hard_examples import wandb_image
+from ignite_app.disk import describe, disk_error
 from ignite_app.wandb_disk import wandb_writes
 
 MAX_MATRIX_CLASSES = 20
@@ -74,8 +75,13 @@ class TestReport:
         report = {"matrix": matrix, "precision": precision, "recall": recall, "f1": f1, "support": support,
                   "accuracy": accuracy}
         self.log(self.format_table(report))
-        self.write_csv(report, self.directory / "test_report.csv")
-        self.write_png(report, self.directory / "test_report.png")
+        try:
+            self.write_csv(report, self.directory / "test_report.csv")
+            self.write_png(report, self.directory / "test_report.png")
+        except OSError as exc:  # the table above is printed: a full disk costs only the files, not the finished run
+            if disk_error(exc) is None:
+                raise
+            self.log(f"Test report files not written to {self.directory} ({describe(exc)}).")
         with wandb_writes():  # W&B's disk full: one warning for the run; the printed table and files stand
             self.log_wandb(report, rows)
         return report

@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, EarlyStopping, ProgressBar, TerminateOnNan, Timer
+from ignite.handlers import Checkpoint, ProgressBar, Timer
 from ignite.handlers.utils import global_step_from_engine
 from ignite.metrics import Frequency
 from ignite.utils import manual_seed
@@ -32,7 +32,7 @@ from ignite_app.handlers.best_metrics import BestMetrics
 from ignite_app.handlers.onnx_export import OnnxExportHandler
 from ignite_app.handlers.test_report import TestReport
 from ignite_app.handlers.wandb_checkpoint import WandBCheckpointSaver
-from ignite_app import distributed, plugins, resume, tracking
+from ignite_app import disk, distributed, plugins, resume, tracking
 from ignite_app.config import Config, validate
 from ignite_app.augment import BatchAugment
 from ignite_app.data import Loaders, Splits, make_loaders, splits_from_config, verification_images
@@ -42,7 +42,10 @@ from ignite_app.preemption import Preempted, Preemption
 from ignite_app.runlock import RunLock
 from ignite_app.models import build_model, check_model_name
 from ignite_app.schedules import create_lr_scheduler
-from ignite_app.state import RNGStates, RunMeta
+from ignite_app.state import RESTORED_LAST, RNGStates, RunMeta, plan_load
+from ignite_app.stopping import (
+    DIVERGED, EARLY_STOPPING, NanWatch, RecordingEarlyStopping, RecordingTerminateOnNan, StopRecorder, is_finite,
+)
 
 
 @dataclass
@@ -72,7 +75,9 @@ class App:
     grad_clipper: Optional[GradNormClipper] = None
     user_handlers: list[Callable[["App"], None]] = field(default_factory=list)  # --handler, resolved
     share_loss: Optional[distributed.ShareWeightedLoss] = None  # the trainer's loss with several processes
+    stops: StopRecorder = field(default_factory=StopRecorder)  # why training stopped, as the stopper recorded it
     stop_together: distributed.StopTogether = field(default_factory=distributed.StopTogether)
+    nan_watch: Optional[NanWatch] = None  # with --no-terminate-on-nan: where the loss first became NaN
     attached: bool = False  # attach_handlers ran
     run_lock: Optional[RunLock] = None  # this process trains the run (OUTPUT_DIR/RUN_ID/.lock)
 
@@ -92,19 +97,38 @@ class App:
             print(message, flush=True)
 
     def restore(self, checkpoint: resume.ResolvedCheckpoint) -> None:
-        """Load every object of the checkpoint into this run; the RNG states last, right before training."""
+        """Load the checkpoint into this run (what `state.plan_load` derives from `to_save`); the RNG states last,
+        right before training. An epoch of another length (`resume.epoch_realignment`, checked in `build`) restarts
+        the epoch the checkpoint was in, renumbered to the new length."""
         content = checkpoint.content
-        to_load = {k: v for k, v in self.to_save.items() if k not in ("rng", "meta", "data")}
-        if content["meta"].get("kind") == "best":
-            to_load["best_checkpointer"] = self.checkpointers["best_checkpointer"]
-        else:
-            to_load.update(self.checkpointers)
-        to_load = {k: v for k, v in to_load.items() if k in content}
-        Checkpoint.load_objects(to_load=to_load, checkpoint=content)
+        epoch_length = len(self.loaders.train)
+        realigned = resume.epoch_realignment(self.config.to_dict(), checkpoint, epoch_length)
+        plan = plan_load(self.to_save, content, self.config.to_dict(), epoch_length_changed=realigned is not None)
+        saved = content["trainer"]
+        epoch = int(saved["iteration"]) // int(saved["epoch_length"])
+        iteration = epoch * epoch_length if realigned else int(saved["iteration"])
+        scheduler = self.to_save.get("lr_scheduler")
+        scheduled_lrs = None
+        if scheduler is not None and "lr_scheduler" in plan.fresh:
+            # where these schedule settings put the lr at this iteration (not the checkpoint's schedule)
+            for _ in range(iteration):
+                scheduler(None)
+            scheduled_lrs = [group["lr"] for group in self.optimizer.param_groups]
+            plan.fresh["lr_scheduler"] += f"; it continues as these settings have it at iteration {iteration}"
+        Checkpoint.load_objects(to_load=plan.to_load, checkpoint=content)
+        self._claim_resumed_file(checkpoint)
+        if scheduled_lrs is not None:  # the optimizer's saved lr belongs to the old schedule
+            for group, lr in zip(self.optimizer.param_groups, scheduled_lrs):
+                group["lr"] = lr
         state = self.trainer.state
+        if realigned:
+            state.epoch_length, state.epoch, state.iteration = epoch_length, epoch, iteration
+            self.log(realigned)
         self.loaders.train.batch_sampler.start_batch = state.iteration % state.epoch_length
-        self.to_save["rng"].load_state_dict(content["rng"])
-        written_by, now = self.to_save["rng"].saved_world_size, distributed.world_size()
+        if (note := plan.describe()) is not None:
+            self.log(f"Resume: {note}.")
+        self.to_save[RESTORED_LAST].load_state_dict(content[RESTORED_LAST])
+        written_by, now = self.to_save[RESTORED_LAST].saved_world_size, distributed.world_size()
         if written_by != now:
             self.log(f"Warning: the checkpoint was written by {written_by} process(es) and continues in {now}: each "
                      "process's share of the batches and its random numbers differ, so the result is no longer "
@@ -112,6 +136,26 @@ class App:
         done, into = divmod(state.iteration, state.epoch_length)
         where = f"{into} iterations into epoch {done + 1}" if into else f"after epoch {done}"
         self.log(f"Resumed from {checkpoint.origin} at iteration {state.iteration} ({where}); W&B run {self.run_id}")
+
+    def _claim_resumed_file(self, checkpoint: resume.ResolvedCheckpoint) -> None:
+        """A file holds its checkpointer's state from just before the file was written (Checkpoint saves `to_save`
+        first, then adds the new file to its list): put the resumed file back on its writer's list, so that it is
+        pruned in turn like the files written after it."""
+        best = self.checkpointers.get("best_checkpointer")
+        if best is None:
+            return
+        name = checkpoint.path.name
+        if name.startswith(f"{best.filename_prefix}_"):
+            writer, priority = best, checkpoint.content.get("best_metrics", {}).get("best", {}).get("accuracy")
+        else:
+            writer, priority = self.checkpointers["checkpointer"], int(checkpoint.content["trainer"]["iteration"])
+        saved = writer.state_dict()["_saved"]  # [(priority, filename)], lowest priority (pruned first) first
+        if priority is None or any(filename == name for _, filename in saved):
+            return
+        if writer.n_saved is not None and len(saved) >= writer.n_saved:
+            # the file the writer pruned for this one (as Checkpoint.__call__ does); a kill may have left it on disk
+            writer.save_handler.remove(saved.pop(0)[1])
+        writer.load_state_dict({"_saved": sorted([*saved, (priority, name)], key=lambda item: item[0])})
 
     def run(self) -> dict[str, float]:
         """Train for config.epochs (continuing a checkpoint if given), then evaluate the test set once."""
@@ -128,28 +172,39 @@ class App:
                 self.trainer.run(self.loaders.train, max_epochs=self.config.epochs)
             if preemption.signum is not None and self.stop_together.reason:
                 self._stop_preempted(preemption.signum)
-        if not math.isfinite(self.trainer.state.output if self.trainer.state.output is not None else 0.0):
+        if not is_finite(self.trainer.state.output):
             self._stop_diverged()
-        if self.stop_together.reason:
-            self.log(f"Training stopped at iteration {self.trainer.state.iteration}: {self.stop_together.reason}.")
-        if self.trainer.state.epoch < self.config.epochs and "early_stopping" in self.to_save:
-            self.log(f"Early stopping after epoch {self.trainer.state.epoch}: validation accuracy did not improve "
-                     f"for {self.config.early_stopping} epoch(s).")
-            tracking.log_summary(self.wandb_logger, {"stopped": "early stopping"})
+        if (stopped := self.stops.reason) is not None:
+            self.log(f"{stopped.message}." if stopped.summary == EARLY_STOPPING
+                     else f"Training stopped at iteration {stopped.iteration}: {stopped.message}.")
+            tracking.log_summary(self.wandb_logger, {"stopped": stopped.summary,
+                                                     "stopped_at_iteration": stopped.iteration})
         self.test_evaluator.run(self.loaders.test)  # its COMPLETED handlers: the result line, then the ONNX export
         test = {f"test/{k}": float(v) for k, v in self.test_evaluator.state.metrics.items()}
         val = {f"validation/{k}": float(v) for k, v in self.evaluator.state.metrics.items()}
         return {**val, **test}
 
     def _stop_diverged(self) -> None:
-        last = self.checkpointers["checkpointer"].last_checkpoint if self.checkpointers else None
-        where = f"the last good checkpoint is {self.output_dir / 'checkpoints' / last}" if last else "no checkpoint was written yet"
-        tracking.log_summary(self.wandb_logger, {"stopped": "loss became NaN or infinite",
-                                                 "stopped_at_iteration": self.trainer.state.iteration})
-        raise TrainingDiverged(
-            f"Training stopped at iteration {self.trainer.state.iteration}: the loss became NaN or infinite "
-            f"(TerminateOnNan); {where}. Resume from it with a lower --lr, or add --clip-grad-norm."
-        )
+        """The loss is NaN or infinite at the end: TerminateOnNan stopped training, or (--no-terminate-on-nan) it ran
+        on to the end with NaN weights. Either way exit 1 through `TrainingDiverged`, naming the last good checkpoint."""
+        iteration = self.trainer.state.iteration
+        stopped = self.stops.reason
+        if stopped is not None and stopped.summary == DIVERGED:
+            last = self.checkpointers["checkpointer"].last_checkpoint if self.checkpointers else None
+            what = f"Training stopped at iteration {iteration}: {stopped.message}"
+            summary = {"stopped": DIVERGED, "stopped_at_iteration": iteration}
+        else:  # nobody stopped it: --no-terminate-on-nan
+            first = self.nan_watch.first_iteration if self.nan_watch else None
+            last = self.nan_watch.checkpoint_before if self.nan_watch else None
+            what = (f"The loss became NaN or infinite at iteration {first or '?'} and training went on to iteration "
+                    f"{iteration} (--terminate-on-nan is off): the weights and the checkpoints written since are not "
+                    "usable. Pass --terminate-on-nan (the default) to stop at the first NaN loss")
+            summary = {"stopped": f"{DIVERGED} (--no-terminate-on-nan: trained on to the end)",
+                       "stopped_at_iteration": iteration, "nan_at_iteration": first}
+        where = (f"the last good checkpoint is {self.output_dir / 'checkpoints' / Path(str(last)).name}" if last
+                 else "no checkpoint was written before it")
+        tracking.log_summary(self.wandb_logger, summary)
+        raise TrainingDiverged(f"{what}; {where}. Resume from it with a lower --lr, or add --clip-grad-norm.")
 
     def _stop_preempted(self, signum: int) -> None:
         """Checkpoint this instant (every rank calls the checkpointer: it gathers their RNG states), mark the W&B run
@@ -177,7 +232,7 @@ class App:
 
 
 class TrainingDiverged(TrainingStopped):
-    """The loss became NaN/inf and TerminateOnNan stopped training (exit code 1, no traceback)."""
+    """The loss became NaN/inf (exit code 1, no traceback)."""
 
 
 def new_run_id() -> str:
@@ -218,6 +273,8 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     device = distributed.device(resolve_device(config.device))
     if checkpoint is None:
         check_output_dir(Path(config.output_dir))
+    else:
+        resume.check_same_data(config.to_dict(), checkpoint)
     rank, world_size = distributed.rank(), distributed.world_size()
     # each rank draws its own dropout/augmentation numbers; DDP starts every rank from rank 0's weights
     manual_seed(config.seed + rank if world_size > 1 else config.seed)
@@ -249,12 +306,14 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
     if checkpoint is not None:
         resume.check_model_fits(model, checkpoint)
         _check_same_classes(info.classes, checkpoint)
+        resume.epoch_realignment(config.to_dict(), checkpoint, epoch_length)  # refused here, before anything is written
     # rank 0 chooses the run id and directory for all; it alone writes files and talks to W&B
     run_lock = RunLock(wait=config.wait_for_lock)
 
     def choose_location() -> tuple[str, str]:
         run_id, path = _run_location(config, checkpoint)
         check_output_dir(path)
+        disk.check_room_for_a_checkpoint(path, sum(t.numel() * t.element_size() for t in model.state_dict().values()))
         if path.is_dir():  # an existing run (a resume): one process trains it at a time; a new one has a new id
             run_lock.acquire(path)
         return run_id, str(path)
@@ -277,22 +336,26 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
         if step >= min_log_step:
             logger.log(values, step=step)
 
+    stops = StopRecorder()
+    # the one dict both checkpointers save (_attach_checkpoints adds them to it) and a resume loads from (plan_load)
     to_save = {
         "model": model, "optimizer": optimizer, "trainer": engines.trainer,
         "rng": RNGStates(), "meta": RunMeta(run_id, config.to_dict()), "data": info,
         "best_metrics": BestMetrics(engines.trainer, log_new_steps),  # validation/best_*: what sweeps rank by
         "lr_scheduler": lr_scheduler, "scaler": engines.scaler,
-        "early_stopping": EarlyStopping(
-            config.early_stopping, score_function=lambda engine: engine.state.metrics["accuracy"], trainer=engines.trainer
+        "early_stopping": RecordingEarlyStopping(
+            stops, config.early_stopping, score_function=lambda engine: engine.state.metrics["accuracy"],
+            trainer=engines.trainer,
         ) if config.early_stopping else None,
     }
     return App(
         config=config, run_id=run_id, output_dir=output_dir, device=device, splits=splits, loaders=loaders,
         model=model, optimizer=optimizer, loss_fn=loss_fn, trainer=engines.trainer, evaluator=engines.evaluator,
         test_evaluator=engines.test_evaluator, wandb_logger=logger, checkpoint=checkpoint,
-        to_save={k: v for k, v in to_save.items() if v is not None},  # one dict for checkpointing and resuming
+        to_save={k: v for k, v in to_save.items() if v is not None},
         grad_clipper=engines.grad_norm, user_handlers=user_handlers, share_loss=share_loss,
-        min_log_step=min_log_step, run_lock=run_lock,
+        min_log_step=min_log_step, run_lock=run_lock, stops=stops,
+        stop_together=distributed.StopTogether(on_stop=lambda reason, engine: stops.record(reason, reason, engine)),
     )
 
 
@@ -444,7 +507,9 @@ def _attach_wandb(app: App) -> None:
 
 def _attach_checkpoints(app: App) -> None:
     """Latest checkpoints every epoch (after validation) and every --checkpoint-every iterations; the best one by
-    validation accuracy. Both save to disk and log W&B artifacts; both checkpoint their own state (include_self)."""
+    validation accuracy. Both save to disk and log W&B artifacts. Both save `app.to_save`, to which both are added
+    (Checkpoint keeps the dict, not a copy): every file, latest or best, holds both checkpointers' states, as they
+    were before the file was written (`App._claim_resumed_file` adds the file itself on resume)."""
     cfg, trainer = app.config, app.trainer
     directory = app.output_dir / "checkpoints"
     run = getattr(app.wandb_logger, "run", None)
@@ -453,15 +518,13 @@ def _attach_checkpoints(app: App) -> None:
     latest_saver = WandBCheckpointSaver(directory, run, trainer)
     app.savers += [best_saver, latest_saver]
     best = Checkpoint(
-        {**app.to_save, "meta": RunMeta(app.run_id, app.config.to_dict(), kind="best")}, best_saver, filename_prefix="best",
+        app.to_save, best_saver, filename_prefix="best",
         score_function=Checkpoint.get_default_score_fn("accuracy"), score_name="validation_accuracy",
-        n_saved=1, global_step_transform=iteration, include_self=True,
+        n_saved=1, global_step_transform=iteration,
     )
-    latest = Checkpoint(
-        {**app.to_save, "best_checkpointer": best}, latest_saver, n_saved=cfg.n_saved,
-        global_step_transform=iteration, include_self=True,
-    )
+    latest = Checkpoint(app.to_save, latest_saver, n_saved=cfg.n_saved, global_step_transform=iteration)
     app.checkpointers.update(checkpointer=latest, best_checkpointer=best)
+    app.to_save.update(app.checkpointers)
     app.evaluator.add_event_handler(Events.COMPLETED, best)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, latest)  # after validation: its state is part of the epoch
     if cfg.checkpoint_every:
@@ -525,8 +588,12 @@ def attach_handlers(app: App) -> App:
         trainer.add_event_handler(Events.ITERATION_STARTED, app.share_loss.weigh, sampler)
     # first of all ITERATION_COMPLETED handlers: the loss they see is the mean over ranks, stops are made together
     trainer.add_event_handler(Events.ITERATION_COMPLETED, app.stop_together)
+    app.stops.attach(trainer)
     if app.config.terminate_on_nan:
-        trainer.add_event_handler(Events.ITERATION_COMPLETED, TerminateOnNan())
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, RecordingTerminateOnNan(app.stops))
+    else:
+        app.nan_watch = NanWatch(lambda: app.checkpointers["checkpointer"].last_checkpoint)
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, app.nan_watch)
     if "lr_scheduler" in app.to_save:
         trainer.add_event_handler(Events.ITERATION_STARTED, app.to_save["lr_scheduler"])
     _attach_throughput(app)

@@ -1,7 +1,8 @@
 """Full or unwritable disks: which errors they are, and what a failed checkpoint write tells the user.
 
-    with checkpoint_write(directory, filename):     # in the checkpoint saver, around the disk write
-        torch.save(...)                              # ENOSPC -> CheckpointWriteFailed: one paragraph, exit 1
+    check_room_for_a_checkpoint(run_dir, weights_bytes)   # before anything is written: exit 2 on a full disk
+    with checkpoint_write(directory, filename):           # in the checkpoint saver, around the disk write
+        torch.save(...)                                    # ENOSPC -> CheckpointWriteFailed: one paragraph, exit 1
 
 A full checkpoint disk used to end a run in a 57-line chained traceback (torch.save reports ENOSPC as a RuntimeError
 of its zip writer, raised while handling the OSError). Here it is one message that names the newest complete
@@ -11,11 +12,12 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ignite_app.errors import TrainingStopped
+from ignite_app.errors import TrainingStopped, UserError
 
 # what a disk that cannot take more says: full, over quota, read-only, not writable (any more), failing
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
@@ -36,6 +38,29 @@ def disk_error(exc: Optional[BaseException]) -> Optional[OSError]:
 def describe(error: OSError) -> str:
     """'No space left on device' (the OS's words for the errno)."""
     return error.strerror or os.strerror(error.errno or 0) or str(error)
+
+
+def human_size(n: float) -> str:
+    """1234567 -> '1.2 MB'."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def check_room_for_a_checkpoint(directory: Path, weights_bytes: int) -> None:
+    """Refuse to start (exit 2, nothing written) when the disk of `directory` (or of its first existing parent) has
+    less free space than one checkpoint needs: at least the model's weights (with the optimizer state it is 2-3
+    times that). A full disk found here costs the user nothing; found at the first checkpoint, it costs an epoch."""
+    existing = next((p for p in (directory, *directory.parents) if p.exists()), None)
+    if existing is None:
+        return
+    free = shutil.disk_usage(existing).free
+    if free < weights_bytes:
+        raise UserError(f"--output-dir {directory}: its disk has {human_size(free)} free, less than one checkpoint of "
+                        f"this model needs (at least {human_size(weights_bytes)}, the model's weights; with the "
+                        "optimizer state 2-3 times that). Free space there, or pass another --output-dir.")
 
 
 class CheckpointWriteFailed(TrainingStopped):

@@ -258,9 +258,11 @@ class StopTogether:
     rank's `engine.state.output` the mean loss over ranks (what is logged, shown and checked for NaN, so a NaN on one
     rank stops all of them at the same iteration), and turns a stop that any rank asked for (`request`: a preemption
     signal, a handler) into a stop of every rank at the same iteration, so no rank waits alone in a collective.
-    With one process it only honours `request` (no collective, results unchanged)."""
+    With one process it only honours `request` (no collective, results unchanged). `on_stop(reason, engine)` is
+    told when it stops the trainer (the App records why training stopped)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_stop: Optional[Callable[[str, Engine], None]] = None) -> None:
+        self.on_stop = on_stop
         self.requested: Optional[str] = None
         self.preempt = False  # a signal asked: no end-of-training work (the resumed run does it)
         self.reason: Optional[str] = None  # why the trainer was stopped, once it was
@@ -293,6 +295,8 @@ class StopTogether:
 
     def _stop(self, engine: Engine, reason: str) -> None:
         self.reason = reason
+        if self.on_stop is not None:
+            self.on_stop(reason, engine)
         engine.terminate(skip_completed=self.preempt)
 
 

@@ -1,4 +1,6 @@
-"""`scripts/export_onnx.py --checkpoint SPEC --output model.onnx`: export any checkpoint `--resume` accepts."""
+"""`scripts/export_onnx.py --checkpoint SPEC --output model.onnx`: load a checkpoint (any SPEC `--resume` accepts:
+a file, a run directory, an offline W&B run, a wandb: artifact), rebuild its model with the normalization and class
+names it was trained with, export it to ONNX and verify the file with onnxruntime against PyTorch."""
 from __future__ import annotations
 
 import argparse
@@ -40,14 +42,15 @@ def check_output(output: Path, force: bool) -> None:
         raise UserError(f"--output {output}: {parent} is not writable by this user; choose a writable location.")
 
 
-def load_trained_model(spec: str, data_dir: Optional[str] = None):
-    """(model in eval mode, its Config, its data splits, the resolved checkpoint) for a checkpoint SPEC."""
+def load_trained_model(spec: str, data_dir: Optional[str] = None, flag: str = "--checkpoint"):
+    """(model in eval mode, its Config, its data splits, the resolved checkpoint) for a checkpoint SPEC given as
+    `flag` (named in the messages)."""
     from ignite_app import resume
     from ignite_app.cli import parse
     from ignite_app.data import splits_from_config
     from ignite_app.models import build_model
 
-    checkpoint = resume.read(spec)
+    checkpoint = resume.read(spec, flag)
     config = parse(["--data-dir", data_dir] if data_dir else [], base=checkpoint.meta["config"])
     splits = splits_from_config(config)
     info = splits.info

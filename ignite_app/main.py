@@ -8,11 +8,14 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from ignite_app import tracking
 from ignite_app.cli import parse
 from ignite_app.errors import EXIT_FAILURE, EXIT_OK, EXIT_USER_ERROR, AppError
+
+if TYPE_CHECKING:
+    from ignite_app.resume import ResolvedCheckpoint
 
 
 def guarded(prog: str, body: Callable[[], None]) -> int:
@@ -61,33 +64,38 @@ def train(argv: Optional[Sequence[str]] = None) -> None:
 
 
 def worker(local_rank: int, argv: list[str]) -> None:
-    """One training process: rank 0 resolves what to resume, every rank loads it, builds and runs."""
+    """One training process: rank 0 decides what to resume (loading it once, which also checks it is intact) and
+    tells the other ranks where it is; they load it themselves. Then every rank builds and runs."""
     from ignite_app import distributed, resume
     from ignite_app.app import training
 
     config = parse(argv)
-    found = distributed.decided_by_rank_zero(lambda: _checkpoint_to_resume(config))
-    checkpoint = resume.load_checkpoint(Path(found[0]), found[1]) if found else None
+    chosen: list = []  # rank 0's loaded checkpoint: not loaded twice
+
+    def decide() -> Optional[tuple[str, str]]:
+        chosen.append(_checkpoint_to_resume(config))
+        return (str(chosen[0].path), chosen[0].origin) if chosen[0] is not None else None
+
+    found = distributed.decided_by_rank_zero(decide)
+    checkpoint = chosen[0] if chosen else (resume.load_checkpoint(Path(found[0]), found[1]) if found else None)
     if checkpoint is not None:
         # the checkpoint's config, with what this command line states explicitly on top
         config = parse(argv, base=checkpoint.meta["config"])
     training(local_rank, config, checkpoint)
 
 
-def _checkpoint_to_resume(config) -> Optional[tuple[str, str]]:
-    """(local checkpoint file, how it was found) for --resume / --auto-resume, or None: rank 0's decision."""
+def _checkpoint_to_resume(config) -> "Optional[ResolvedCheckpoint]":
+    """The loaded checkpoint that --resume / --auto-resume names, or None: rank 0's decision."""
     from ignite_app import resume, tracking
 
     if config.resume:
-        path, origin = resume.resolve_spec(config.resume)
-        return str(path), origin
+        return resume.read(config.resume)
     if config.auto_resume:
         # this experiment's newest intact checkpoint (a sweep trial: its own run only)
         found = resume.find_auto_resume(config.output_dir, tracking.given_run_id(), config.to_dict())
         if found is None:
             print(f"--auto-resume: no checkpoint of this experiment under {config.output_dir}; starting a new run.", flush=True)
-            return None
-        return str(found), f"{found} (newest under {config.output_dir})"
+        return found
     return None
 
 

@@ -10,8 +10,6 @@ SPEC is one of
 """
 from __future__ import annotations
 
-import base64
-import hashlib
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from ignite_app.errors import UserError
-from ignite_app.state import FORMAT_VERSION
+from ignite_app.state import FORMAT_VERSION, READABLE_VERSIONS
 
 CHECKPOINT_GLOB = "checkpoint_*.pt"
 
@@ -35,10 +33,6 @@ class ResolvedCheckpoint:
     @property
     def meta(self) -> dict[str, Any]:
         return self.content["meta"]
-
-    @property
-    def iteration(self) -> int:
-        return int(self.content["trainer"]["iteration"])
 
 
 # ---------------------------------------------------------------- finding files
@@ -60,16 +54,9 @@ def is_offline_run_dir(path: Path) -> bool:
     return path.is_dir() and any(path.glob("run-*.wandb"))
 
 
-def md5_b64(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return base64.b64encode(digest.digest()).decode()
-
-
-def resolve_spec(spec: str) -> tuple[Path, str]:
-    """A SPEC -> (local checkpoint file, description). Raises UserError with what was tried."""
+def resolve_spec(spec: str, flag: str = "--resume") -> tuple[Path, str]:
+    """A SPEC -> (local checkpoint file, description). Raises UserError with what was tried; `flag` is the option
+    (or argument) the SPEC came from, for the messages."""
     if spec.startswith("wandb:"):
         from ignite_app import wandb_artifacts
 
@@ -90,12 +77,12 @@ def resolve_spec(spec: str) -> tuple[Path, str]:
         newest = newest_checkpoint(path)
         if newest is None:
             raise UserError(
-                f"--resume {spec}: the directory holds no checkpoint files ({CHECKPOINT_GLOB}, searched recursively). "
-                "Point --resume at a checkpoint file, a run's output directory, or an offline W&B run directory."
+                f"{flag} {spec}: the directory holds no checkpoint files ({CHECKPOINT_GLOB}, searched recursively). "
+                f"Point {flag} at a checkpoint file, a run's output directory, or an offline W&B run directory."
             )
         return newest, f"{newest} (newest in {path})"
     raise UserError(
-        f"--resume {spec}: no such file or directory. SPEC is a checkpoint file, a directory, an offline W&B run "
+        f"{flag} {spec}: no such file or directory. SPEC is a checkpoint file, a directory, an offline W&B run "
         "directory (wandb/offline-run-...), wandb:ENTITY/PROJECT/NAME:ALIAS or wandb:ENTITY/PROJECT/RUN_ID."
     )
 
@@ -134,11 +121,13 @@ def load_checkpoint(path: Path, origin: str) -> ResolvedCheckpoint:
             "Resume from a file that ignite-app wrote under OUTPUT_DIR/RUN_ID/checkpoints/."
         )
     version = content["meta"].get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise UserError(
-            f"{origin} has checkpoint format version {version}; this ignite-app reads version {FORMAT_VERSION}. "
-            "Resume it with the ignite-app version that wrote it."
+            f"{origin} has checkpoint format version {version}; this ignite-app reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}. Use it with the ignite-app version that wrote it."
         )
+    if version == 1 and content["meta"].get("kind") == "best" and "checkpointer" in content:
+        content["best_checkpointer"] = content.pop("checkpointer")  # version 1: a best file held its own state
     return ResolvedCheckpoint(path, origin, content)
 
 
@@ -200,12 +189,13 @@ def matching_runs(output_dir: Path, config: dict[str, Any]) -> tuple[list[Path],
 
 
 def find_auto_resume(output_dir: str, run_id: Optional[str] = None, config: Optional[dict[str, Any]] = None,
-                     warn: Callable[[str], None] = print) -> Optional[Path]:
+                     warn: Callable[[str], None] = print) -> Optional[ResolvedCheckpoint]:
     """The newest intact checkpoint of this experiment under output_dir: of the runs whose config.yaml has the same
     identity as `config` (the resolved config of this command, less what a resume may change), or of
     output_dir/run_id when the run id is given from outside (a sweep agent's trials share one output dir). A newer
     file that does not load (cut off by a crash, corrupt) is skipped with one warning line: every intact file is a
-    resume point. When runs exist but none is this experiment, `warn` says why for each."""
+    resume point. When runs exist but none is this experiment, `warn` says why for each. The checkpoint comes back
+    loaded: the check that it is intact is the load the run uses."""
     directory = Path(output_dir) / run_id if run_id else Path(output_dir)
     if not directory.is_dir():
         return None
@@ -218,11 +208,9 @@ def find_auto_resume(output_dir: str, run_id: Optional[str] = None, config: Opti
                  f"{'; '.join(others[:5])}.")
     for path in candidates:
         try:
-            load_checkpoint(path, str(path))
+            return load_checkpoint(path, f"{path} (newest under {output_dir})")
         except UserError as error:
             warn(f"--auto-resume: skipping {path}, it does not load ({str(error).split(': ', 1)[-1][:160]})")
-            continue
-        return path
     return None
 
 
@@ -232,7 +220,57 @@ def run_dir_of(checkpoint_path: Path) -> Optional[Path]:
     return parent.parent if parent.name == "checkpoints" and (parent.parent / "config.yaml").is_file() else None
 
 
-def read(spec: str) -> ResolvedCheckpoint:
-    path, origin = resolve_spec(spec)
+def read(spec: str, flag: str = "--resume") -> ResolvedCheckpoint:
+    path, origin = resolve_spec(spec, flag)
     return load_checkpoint(path, origin)
+
+
+# ---------------------------------------------------------------- does the checkpoint fit this run's data
+
+
+# the settings that decide how many batches an epoch has (besides the dataset's own size)
+EPOCH_LENGTH_SETTINGS = ("batch_size", "val_fraction", "data_dir", "skip_bad_images")
+
+
+def check_same_data(config: dict[str, Any], checkpoint: ResolvedCheckpoint) -> None:
+    """A run continues on the dataset it was trained on: another --dataset would train the checkpoint's model on
+    other images (other classes, another shape) under the same run id and W&B run."""
+    saved = checkpoint.meta.get("config", {}).get("dataset")
+    if saved is not None and saved != config["dataset"]:
+        raise UserError(
+            f"The checkpoint {checkpoint.origin} was trained on --dataset {saved}, and this command asks for "
+            f"--dataset {config['dataset']}: a resume continues the same run on the same data. Leave --dataset off "
+            f"(a resume takes the checkpoint's), or start a new run on {config['dataset']} without --resume."
+        )
+
+
+def epoch_realignment(config: dict[str, Any], checkpoint: ResolvedCheckpoint, epoch_length: int) -> Optional[str]:
+    """When this run's epoch has another length than the checkpoint's (another --batch-size, --val-fraction, more or
+    fewer images), the run continues from the start of the epoch it was in, renumbered to the new length: a warning
+    that it is no longer bit-exact (None when the length is the same). Refused (UserError) when that would move the
+    iteration count, which is the W&B step axis and names the checkpoints, backwards."""
+    trainer = checkpoint.content["trainer"]
+    saved_length, iteration = int(trainer["epoch_length"]), int(trainer["iteration"])
+    if saved_length == epoch_length:
+        return None
+    epoch, into = divmod(iteration, saved_length)
+    restart = epoch * epoch_length
+    saved_config = checkpoint.meta.get("config", {})
+    changed = [f"--{k.replace('_', '-')} {saved_config[k]} -> {config[k]}" for k in EPOCH_LENGTH_SETTINGS
+               if k in saved_config and saved_config[k] != config[k]]
+    why = (f"epoch length {saved_length} -> {epoch_length} iterations ("
+           + (", ".join(changed) if changed else "the training set has another size") + ")")
+    if restart < iteration:
+        boundary = (f"; or resume from its epoch-{epoch} checkpoint (checkpoint_{epoch * saved_length}.pt) if it is "
+                    "still there" if into and epoch and epoch * epoch_length >= epoch * saved_length else "")
+        raise UserError(
+            f"Cannot resume {checkpoint.origin} with this data order: {why}. The run would continue from the start of "
+            f"epoch {epoch + 1}, iteration {restart}, but the checkpoint is at iteration {iteration}, and the "
+            "iteration count (the W&B step axis and the checkpoint numbers) cannot go backwards. Resume with the "
+            f"checkpoint's settings ({', '.join(c.split(' ->')[0] for c in changed) or 'the same data'}){boundary}; "
+            "or start a new run with the new settings."
+        )
+    redo = f", and the {into} iterations of epoch {epoch + 1} already trained are trained again" if into else ""
+    return (f"Warning: {why}. The run continues from the start of epoch {epoch + 1} at iteration {restart} "
+            f"(was {iteration}){redo}: it is no longer bit-exact with an uninterrupted run.")
 

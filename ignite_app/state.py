@@ -1,17 +1,29 @@
-"""Objects a checkpoint holds besides model/optimizer/trainer: RNG states and the run's identity.
+"""What a checkpoint holds besides model/optimizer/trainer, and which of it a resumed run loads.
 
-Both follow the state_dict / load_state_dict protocol, so Ignite's Checkpoint saves them and
-Checkpoint.load_objects restores them like any other object in `to_save`.
+`App.to_save` is the one dict both checkpointers save; `plan_load` derives from it what a resume loads back
+(`Checkpoint.load_objects`), which objects start fresh and what the checkpoint holds that this run does not use.
+`RNGStates` follows the state_dict / load_state_dict protocol and is restored last, right before training.
+`RunMeta` (the run's identity) and the data's `DatasetInfo` are only saved: a resume checks them against the run
+(`resume.check_same_data`, `resume.check_model_fits`), it does not load them.
 """
 from __future__ import annotations
 
 import random
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
-FORMAT_VERSION = 1
+# 2: every checkpoint (latest or best) holds both checkpointers' states, "checkpointer" is always the latest one's;
+# version 1 files are read too (resume.load_checkpoint renames a version-1 best file's own state)
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+RESTORED_LAST = "rng"  # the RNG states are restored right before training, after everything else
+# the settings an object's saved state depends on: when one of them differs from the checkpoint's, the saved state
+# does not fit this run and the object starts as it would have been at this iteration (App.restore)
+STATE_SETTINGS = {"lr_scheduler": ("lr_schedule", "lr", "warmup_iters", "lr_step_epochs", "lr_gamma", "epochs")}
+STATE_FLAGS = {"early_stopping": "--early-stopping", "lr_scheduler": "--lr-schedule/--warmup-iters", "scaler": "--amp"}
 
 
 class RNGStates:
@@ -59,10 +71,55 @@ class RNGStates:
 
 
 class RunMeta:
-    """The format version, the W&B run id, the resolved config, and which checkpointer wrote the file."""
+    """The format version, the W&B run id and the resolved config: what a checkpoint is, read by `resume`."""
 
-    def __init__(self, run_id: str, config: dict[str, Any], kind: str = "latest") -> None:
-        self.run_id, self.config, self.kind = run_id, config, kind
+    def __init__(self, run_id: str, config: dict[str, Any]) -> None:
+        self.run_id, self.config = run_id, config
 
     def state_dict(self) -> dict[str, Any]:
-        return {"format_version": FORMAT_VERSION, "run_id": self.run_id, "config": dict(self.config), "kind": self.kind}
+        return {"format_version": FORMAT_VERSION, "run_id": self.run_id, "config": dict(self.config)}
+
+
+@dataclass
+class LoadPlan:
+    """What a resume does with each entry of `to_save` and of the checkpoint."""
+
+    to_load: dict[str, Any]  # loaded by Checkpoint.load_objects (the RNG states come after, see RESTORED_LAST)
+    fresh: dict[str, str] = field(default_factory=dict)  # name -> why it starts fresh (not in the checkpoint, or changed)
+    unused: list[str] = field(default_factory=list)  # in the checkpoint, but nothing in this run takes it
+
+    def describe(self) -> Optional[str]:
+        """One line on what does not carry over, or None when everything does."""
+        parts = [f"{name} starts fresh ({why})" for name, why in self.fresh.items()]
+        if self.unused:
+            parts.append(f"the checkpoint's {', '.join(self.unused)} "
+                         f"{'is' if len(self.unused) == 1 else 'are'} not used by this run ("
+                         + ", ".join(f"{STATE_FLAGS[n]} is off" if n in STATE_FLAGS else "no object of that name"
+                                     for n in self.unused) + ")")
+        return "; ".join(parts) if parts else None
+
+
+def plan_load(to_save: dict[str, Any], content: dict[str, Any], config: dict[str, Any],
+              epoch_length_changed: bool = False) -> LoadPlan:
+    """The one place where a resume decides what to load: every object of `to_save` with a `load_state_dict` whose
+    state the checkpoint holds, unless the settings that state depends on changed (STATE_SETTINGS, or the epoch
+    length for a schedule counted in iterations)."""
+    saved_config = content.get("meta", {}).get("config", {})
+    plan = LoadPlan(to_load={})
+    for name, obj in to_save.items():
+        if name == RESTORED_LAST or not hasattr(obj, "load_state_dict"):
+            continue
+        if name not in content:
+            flag = STATE_FLAGS.get(name)
+            plan.fresh[name] = f"the checkpoint has no state for it{f': {flag} was off' if flag else ''}"
+            continue
+        changed = [f"{key} {saved_config.get(key)!r} -> {config.get(key)!r}" for key in STATE_SETTINGS.get(name, ())
+                   if key in saved_config and saved_config.get(key) != config.get(key)]
+        if name in STATE_SETTINGS and epoch_length_changed:
+            changed.append("the epoch length")
+        if changed:
+            plan.fresh[name] = f"changed: {', '.join(changed)}"
+            continue
+        plan.to_load[name] = obj
+    plan.unused = sorted(name for name in content if name not in to_save)
+    return plan

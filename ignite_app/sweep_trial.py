@@ -52,7 +52,8 @@ class TrialRecorder:
 
     def pruned(self, epoch: int) -> None:
         self.pruned_at = epoch
-        self.app.log(f"Optuna pruned this trial after epoch {epoch}: its validation metric is behind the others'.")
+        self.app.stops.record("pruned by Optuna", f"Optuna pruned this trial after epoch {epoch}: its validation "
+                              "metric is behind the others'", self.app.trainer)  # App.run prints it
         self.summary({"sweep/state": "pruned", "sweep/pruned_at_epoch": epoch})
 
     def failed(self, trainer: Engine, error: BaseException) -> None:

@@ -1,6 +1,9 @@
-"""W&B: which mode to run in (checked before anything is written), Ignite's WandBLogger that starts or continues the
-run, and the one-line description of where the run goes. The handlers that log to it are attached in
-`app.attach_handlers`, all on one step axis, the trainer's iteration (so W&B never warns about non-monotonic steps).
+"""W&B, checked before anything is written and then started: which mode a run uses (`resolve_mode`: flag, WANDB_MODE,
+API key), the settings and directory it needs (`check_run_settings`, `check_wandb_dir`), which run id it continues
+(`given_run_id`, `sweep_agent_run_id`), Ignite's WandBLogger that starts or continues the run (`create_logger`, with
+`prestart` warming W&B's imports meanwhile), the one-line description of where the run goes (`describe_run`), and
+the run's summary (`log_summary`). The handlers that log to it are attached in `app.attach_handlers`, all on one
+step axis, the trainer's iteration; a resumed run logs only steps past what W&B already holds (`resumed_step`).
 """
 from __future__ import annotations
 
@@ -237,7 +240,7 @@ def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
         error = disk_error(exc)
         if error is None:
             raise
-        warn(f"{describe(error)}; W&B is off for this run")
+        warn(describe(error), consequence="W&B is off for this run")
         wandb.teardown()
         logger = start("disabled", settings)
     check_space(logger)

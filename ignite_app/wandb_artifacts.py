@@ -1,6 +1,8 @@
 """Checkpoints stored as W&B artifacts: read back from an offline run's records, or downloaded (online)."""
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import subprocess
 import sys
@@ -28,6 +30,15 @@ def offline_run_records(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
 
 
+def md5_b64(path: Path) -> str:
+    """A file's digest as W&B's artifact manifests record it (base64 of the MD5)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return base64.b64encode(digest.digest()).decode()
+
+
 def checkpoint_artifacts(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The run's logged checkpoint artifacts (type model, named checkpoint-...), oldest first."""
     return [
@@ -45,8 +56,6 @@ def _pick(artifacts: list[dict[str, Any]], alias: str) -> Optional[dict[str, Any
 
 def checkpoint_from_offline_run(run_dir: Path, alias: str = "latest") -> tuple[Path, str]:
     """Find the checkpoint an offline run logged under `alias`, and check its bytes against the recorded digest."""
-    from ignite_app.resume import md5_b64
-
     records = offline_run_records(run_dir)
     artifacts = checkpoint_artifacts(records)
     chosen = _pick(artifacts, alias)

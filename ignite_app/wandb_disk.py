@@ -35,16 +35,16 @@ def reset() -> None:
     _warned = False
 
 
-def warn(reason: str, where: Optional[str] = None) -> None:
+def warn(reason: str, where: Optional[str] = None,
+         consequence: str = "W&B's records of this run are incomplete from here on (no further warnings)") -> None:
     """The one warning of this run (later calls print nothing)."""
     global _warned
     if _warned:
         return
     _warned = True
     where = where or _current_run_directory() or os.environ.get("WANDB_DIR") or os.getcwd()
-    print(f"Warning: W&B cannot write its files under {where} ({reason}): W&B's records of this run are incomplete "
-          "from here on (no further warnings); training, checkpoints and the results in the output directory go on.",
-          file=sys.stderr, flush=True)
+    print(f"Warning: W&B cannot write its files under {where} ({reason}): {consequence}; training, checkpoints and "
+          "the results in the output directory go on.", file=sys.stderr, flush=True)
 
 
 @contextmanager

@@ -67,13 +67,14 @@ def history(run_dir: Path) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def tmpfs(path: Path, size: str, read_only: bool = False) -> Iterator[Path]:
-    """A small tmpfs mounted at `path`: a disk that fills up (or is read-only) for real. Skips the calling test with
-    the reason where it cannot be mounted (it needs root, and a sandbox that allows mounts)."""
+def tmpfs(path: Path, size: str, read_only: bool = False, inodes: Optional[int] = None) -> Iterator[Path]:
+    """A small tmpfs mounted at `path`: a disk that fills up (or is read-only, or has only `inodes` files) for real.
+    Skips the calling test with the reason where it cannot be mounted (it needs root, and a sandbox that allows
+    mounts)."""
     import pytest
 
     path.mkdir(parents=True, exist_ok=True)
-    options = f"size={size}" + (",ro" if read_only else "")
+    options = f"size={size}" + (",ro" if read_only else "") + (f",nr_inodes={inodes}" if inodes else "")
     try:
         proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True,
                               text=True)

@@ -59,8 +59,11 @@ def write_fake_cifar10(root: Path, train_per_batch: int = 20, test: int = 30, se
 
     def batch(n: int, name: str) -> None:
         labels = [int(x) for x in rng.integers(0, 10, n)]
-        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-        data[:, :1024] = np.array(labels, dtype=np.uint8)[:, None] * 25  # red channel encodes the label
+        # each class a colour of its own (red: the label x 25, green and blue other multiples of 25), plus noise
+        code = np.array(labels, dtype=np.uint8)
+        colour = np.stack([code, (code * 7) % 10, (code * 3 + 5) % 10], axis=1) * 25
+        data = np.repeat(colour, 1024, axis=1).astype(np.uint8)
+        data[:, 1024:] += rng.integers(0, 16, (n, 2048), dtype=np.uint8)
         with open(folder / name, "wb") as f:
             pickle.dump({"batch_label": name, "labels": labels, "data": data, "filenames": [f"{i}.png" for i in range(n)]}, f)
 

@@ -16,6 +16,7 @@ from ignite_app.main import guarded, main
 from ignite_app.predict import predict
 
 DIGITS = ["--dataset", "digits", "--epochs", "1", "--no-progress-bar"]
+USER_HANDLERS = ROOT / "tests" / "user_handlers.py"
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -59,6 +60,8 @@ FLAG_CASES = [
     (["--lr", "nan"], "--lr must be a finite number"),
     (["--lr", "fast"], "--lr must be a number, got 'fast'"),
     (["--dataset", "imagenet"], "--dataset must be one of mnist, fashion-mnist, digits, cifar10, imagefolder, got 'imagenet'"),
+    (["--dataset", "mnist", "--data-dir", "EMPTY"], "Could not find the mnist dataset"),
+    (["--wandb-mode", "online"], "no API key is configured"),
     (["--kernels", "16", "x"], "--kernels must be a whole number, got 'x'"),
     (["--progress-bar", "maybe"], "--progress-bar must be true or false, got 'maybe'"),
     (["--preset", "slow"], "--preset must be one of fast, got 'slow'"),
@@ -73,9 +76,15 @@ FLAG_CASES = [
     (["--handler", "hard-examples", "--handler-arg", "evry=2"], "unexpected keyword argument 'evry' (it takes every, count;"),
     (["--handler", "hard-examples", "--handler-arg", "every=0"], "every must be a whole number of at least 1, got 0"),
     (["--handler", "hard-examples", "--handler-arg", "every=often"], "every must be int, got 'often'"),
-    (["--handler", f"{ROOT / 'tests' / 'user_handlers.py'}:count_epochs", "--handler-arg", "kee=x"],
+    (["--handler", f"{USER_HANDLERS}:count_epochs", "--handler-arg", "kee=x"],
      "unexpected keyword argument 'kee' (it takes key; a handler is called as fn(app, **kwargs))"),
     (["--handler", "no-such-handler"], "no handler of that name"),
+    (["--handler", "no_such_module_xyz:attach"], "cannot import module 'no_such_module_xyz'"),
+    (["--handler", "missing/file.py:attach"], "the file missing/file.py does not exist"),
+    (["--handler", f"{USER_HANDLERS}:no_such_function"], "has no attribute 'no_such_function'"),
+    (["--handler", f"{USER_HANDLERS}:NOT_CALLABLE"], "is a int, not a callable"),
+    (["--handler", f"{USER_HANDLERS}:count_epochs {{not json"], "not valid JSON"),
+    (["--handler-arg", "x=1"], "--handler-arg must follow a --handler"),
     (["--wandb-project", "a/b"], "--wandb-project (or $WANDB_PROJECT): W&B refuses it (Invalid project name 'a/b'"),
     (["--wandb-tags", "ok", "x" * 65], "--wandb-tags: W&B refuses it (Tag"),
     (["--accumulation-steps", "3", "--checkpoint-every", "5"],
@@ -86,6 +95,7 @@ FLAG_CASES = [
 @pytest.mark.parametrize("args, fragment", FLAG_CASES, ids=[" ".join(a)[:40] for a, _ in FLAG_CASES])
 def test_bad_flag(isolated, capsys, args, fragment):
     (isolated / "a-file").write_text("not a directory")
+    (isolated / "EMPTY").mkdir()
     expect_user_error(lambda: main([*DIGITS, *args]), isolated, capsys, fragment)
 
 
@@ -154,6 +164,7 @@ def test_bad_wandb_project_in_the_environment(isolated, capsys, monkeypatch):
 def test_wandb_dir_that_is_not_a_directory(isolated, capsys, monkeypatch, where, fragment):
     """W&B itself only warns and writes the run under /tmp, where neither the user nor a resume looks."""
     (isolated / "a-file").write_text("not a directory")
+    (isolated / "EMPTY").mkdir()
     path = str(isolated / where)
     monkeypatch.setenv("WANDB_DIR", path)
     expect_user_error(lambda: main(DIGITS), isolated, capsys, fragment.format(path=path))

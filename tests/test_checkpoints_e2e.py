@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ignite_app.state import FORMAT_VERSION
 from helpers import ROOT, history, inspect_records, inspect_summary, offline_runs, run_train
 
 pytestmark = pytest.mark.e2e
@@ -64,7 +65,7 @@ def test_checkpoints_are_saved_pruned_and_logged_as_artifacts(uninterrupted):
     assert ["iter-4", "latest"] in aliases and ["epoch-1", "latest"] in aliases and ["epoch-3", "latest"] in aliases
     assert ["best", "latest"] in aliases  # W&B gives every new version "latest"; the next save takes it on
     # the last "latest" is the final checkpoint, and its recorded digest is the file's md5
-    from ignite_app.resume import md5_b64
+    from ignite_app.wandb_artifacts import md5_b64
 
     last = [a for a in arts if "latest" in a["aliases"]][-1]
     (entry,) = last["manifest"]["contents"]
@@ -76,7 +77,9 @@ def test_checkpoints_are_saved_pruned_and_logged_as_artifacts(uninterrupted):
 def test_checkpoint_holds_everything_needed_to_continue(uninterrupted):
     content = load(next(p for p in checkpoints(uninterrupted) if p.name == FINAL))
     assert {"model", "optimizer", "trainer", "rng", "meta", "checkpointer", "best_checkpointer"} <= set(content)
-    assert content["trainer"]["iteration"] == 33 and content["meta"]["format_version"] == 1
+    assert content["trainer"]["iteration"] == 33 and content["meta"]["format_version"] == FORMAT_VERSION
+    best = load(next(p for p in checkpoints(uninterrupted) if p.name.startswith("best_")))
+    assert {"checkpointer", "best_checkpointer"} <= set(best)  # a best file continues the latest files' pruning too
     assert content["meta"]["config"]["model"] == "net" and len(content["meta"]["run_id"]) == 8
     assert {"python", "numpy", "torch"} <= set(content["rng"])
 

@@ -103,6 +103,22 @@ def test_an_unwritable_output_dir_is_refused_before_anything_is_written(tmp_path
         assert not (tmp_path / "wandb").exists()  # no W&B run was started
 
 
+def test_an_output_disk_without_room_for_one_checkpoint_is_refused_before_anything_is_written(
+        tmp_path, monkeypatch, capsys):
+    for key in [k for k in os.environ if k.startswith("WANDB_")]:
+        monkeypatch.delenv(key)
+    for key, value in clean_env(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    with tmpfs(tmp_path / "small", "64k") as disk:  # the digits convnet's weights alone are ~120 KB
+        code = main(["--dataset", "digits", "--epochs", "1", "--no-progress-bar", "--output-dir", str(disk / "runs")])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert "KB free, less than one checkpoint of this model needs (at least" in err, err
+        assert "Traceback" not in err
+        assert list(disk.iterdir()) == [] and not (tmp_path / "wandb").exists()  # nothing written
+
+
 def test_wandb_disk_errors_warn_once_and_others_pass(capsys):
     wandb_disk.reset()
     with wandb_disk.wandb_writes():
@@ -135,3 +151,16 @@ def test_engines_do_not_repeat_our_errors(caplog):
         with caplog.at_level(logging.ERROR), pytest.raises(Exception):
             engine.run(range(2), max_epochs=1)
         assert ("Engine run is terminating" in caplog.text) == logged, caplog.text
+
+
+def test_test_report_on_a_full_disk_prints_and_goes_on(tmp_path):
+    from ignite_app.handlers.test_report import TestReport
+
+    with tmpfs(tmp_path / "disk", "64k") as disk:
+        fill_disk(disk)
+        printed: list[str] = []
+        evaluator = Engine(lambda engine, batch: (torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0])))
+        TestReport(["a", "b"], disk, log=printed.append).attach(evaluator)
+        evaluator.run([0], max_epochs=1)
+        assert printed[0].startswith("Test report: accuracy 0.5000 on 2 images"), printed
+        assert printed[1] == f"Test report files not written to {disk} (No space left on device).", printed

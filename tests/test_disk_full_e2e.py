@@ -75,3 +75,17 @@ def test_full_wandb_dir_keeps_the_run(tmp_path):
         assert {r["history"]["item"]["_step"] for r in records if r["type"] == "history"} >= {2, 4, 6, 8, 10}
         assert any(r["type"] == "artifact" and "latest" in r["artifact"]["aliases"] for r in records)
         assert f"under {wandb_run}" in proc.stderr
+
+
+def test_wandb_dir_too_full_to_start_a_run_turns_wandb_off(tmp_path):
+    """A disk with no inodes left: W&B cannot even create its run directory (wandb.init raises); the run trains with
+    W&B off and says so once."""
+    with tmpfs(tmp_path / "wandb-disk", "1m", inodes=6) as wandb_dir:
+        proc = run_train([*QUICK, "--epochs", "1", "--no-onnx", "--no-test-report"], tmp_path,
+                         env=clean_env(tmp_path, WANDB_DIR=str(wandb_dir), **ONE_THREAD), check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr[-3000:]
+    assert "(No space left on device): W&B is off for this run" in proc.stderr, proc.stderr
+    assert "W&B: disabled" in proc.stdout and "Test results: test/accuracy" in proc.stdout
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    assert (run_dir / "checkpoints" / "checkpoint_11.pt").is_file()

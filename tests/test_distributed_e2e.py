@@ -229,29 +229,31 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-@pytest.mark.parametrize("launcher", ["--nproc-per-node", "torchrun"])
-def test_workers_die_with_a_sigkilled_parent(tmp_path, launcher):
-    """`kill -9` of the --nproc-per-node process, or of torchrun alone, must not leave its workers training on as
-    orphans, writing the run's checkpoints while an --auto-resume job starts on them."""
+def start_long_job(start: list[str], tmp_path: Path) -> subprocess.Popen:
+    """A 2-process job of 200 epochs, once its first checkpoint is written (both workers are training)."""
+    import time
+
+    proc = subprocess.Popen(
+        [*start, *ARGS, "--epochs", "200", "--output-dir", str(tmp_path / "runs")],
+        cwd=tmp_path, env=clean_env(tmp_path, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "runs").glob("*/checkpoints/checkpoint_*.pt")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"the job ended ({proc.returncode}) or wrote no checkpoint in 120 s")
+        time.sleep(0.1)
+    return proc
+
+
+def assert_workers_die_with_sigkilled(proc: subprocess.Popen) -> None:
+    """`kill -9` of the launcher alone must not leave its workers training on as orphans, writing the run's
+    checkpoints while an --auto-resume job starts on them."""
     import signal
     import time
 
-    start = ([sys.executable, str(ROOT / "scripts" / "train.py"), "--nproc-per-node", "2"] if launcher != "torchrun" else
-             [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-              str(ROOT / "scripts" / "train.py")])
-    proc = subprocess.Popen(
-        [*start, "--dataset", "digits", "--epochs", "200", "--no-onnx", "--no-progress-bar",
-         "--output-dir", str(tmp_path / "runs")],
-        cwd=tmp_path, env=clean_env(tmp_path, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    children: list[int] = []
+    children = _children(proc.pid)
     try:
-        deadline = time.monotonic() + 120
-        while not list((tmp_path / "runs").glob("*/checkpoints/checkpoint_*.pt")):  # both workers are training
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
-        children = _children(proc.pid)
         assert children
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -264,6 +266,17 @@ def test_workers_die_with_a_sigkilled_parent(tmp_path, launcher):
         for child in children:  # orphans, if the test failed
             if Path(f"/proc/{child}").exists():
                 os.kill(child, signal.SIGKILL)
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            str(ROOT / "scripts" / "train.py")]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_workers_die_with_a_sigkilled_nproc_per_node_parent(tmp_path):
+    """--nproc-per-node (idist.Parallel spawns the workers); torchrun's case is in the test after the next."""
+    job = start_long_job([sys.executable, str(ROOT / "scripts" / "train.py"), "--nproc-per-node", "2"], tmp_path)
+    assert_workers_die_with_sigkilled(job)
 
 
 def test_sigterm_to_torchrun_checkpoints_and_auto_resumes_bit_exactly(uninterrupted, tmp_path):
@@ -296,27 +309,18 @@ def test_sigterm_to_torchrun_checkpoints_and_auto_resumes_bit_exactly(uninterrup
     assert len(list((tmp_path / "runs").iterdir())) == 1
 
 
-def test_a_second_torchrun_job_on_a_running_run_is_refused(tmp_path):
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_second_torchrun_job_on_a_running_run_is_refused_and_a_sigkilled_torchrun_takes_its_workers(tmp_path):
     """torchrun --auto-resume while another torchrun job trains the run: rank 0 finds the run lock held and every rank
-    stops with its message and exit 2 (rank 0's error reaches the others; it was a gloo abort before)."""
-    import signal
-    import time
-
-    first = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         str(ROOT / "scripts" / "train.py"), *ARGS, "--epochs", "200", "--output-dir", str(tmp_path / "runs")],
-        cwd=tmp_path, env=clean_env(tmp_path, OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+    stops with its message and exit 2 (rank 0's error reaches the others; it was a gloo abort before). The first job
+    trains on; then `kill -9` of its torchrun alone takes its workers down with it (PR_SET_PDEATHSIG)."""
+    first = start_long_job(TORCHRUN, tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while not list((tmp_path / "runs").glob("*/checkpoints/checkpoint_*.pt")):
-            assert first.poll() is None and time.monotonic() < deadline
-            time.sleep(0.1)
         second = torchrun([*ARGS, "--epochs", "200", "--auto-resume"], tmp_path, timeout=120)
         assert second.returncode != 0 and "is being trained by process" in second.stderr, second.stderr[-3000:]
         assert "exitcode  : 2" in second.stderr and "gloo::EnforceNotMet" not in second.stderr
         assert first.poll() is None  # the first job trains on
-        first.send_signal(signal.SIGTERM)
-        first.wait(timeout=60)
-    finally:
+    except BaseException:
         first.kill()
+        raise
+    assert_workers_die_with_sigkilled(first)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from helpers import ROOT, clean_env, inspect_records, inspect_summary, offline_runs, run_script, run_train
-from image_data import SHAPES, make_shapes_folder
+from image_data import SHAPES, make_shapes_folder, write_fake_cifar10
 
 pytestmark = pytest.mark.e2e
 
@@ -123,3 +123,57 @@ def test_torchvision_resnet18_at_a_small_size_trains_and_exports(shapes, tmp_pat
     worst = [a for a in tables if a["name"].endswith("test/worst_images") or "worst_images" in a["name"]]
     assert worst and any(c["path"].startswith("media/images/") and c["path"].endswith(".png")
                          for a in worst for c in a["manifest"]["contents"])
+
+
+# ---------------------------------------------------------------- CIFAR-10 through torchvision's class
+
+# 250 training images (50 per data_batch_N file), 20% held out: 200 / 32 = 7 iterations per epoch, 14 in all
+CIFAR_ARGS = ["--epochs", "2", "--batch-size", "32", "--val-fraction", "0.2", "--augment", "--checkpoint-every", "4",
+              "--no-progress-bar", "--watch", "off", "--log-interval", "5"]
+CIFAR_FINAL = "checkpoint_14.pt"
+
+
+@pytest.fixture(scope="module")
+def cifar(tmp_path_factory):
+    """Fake CIFAR-10 files in torchvision's layout (cifar-10-batches-py/data_batch_1..5, test_batch, batches.meta)."""
+    return write_fake_cifar10(tmp_path_factory.mktemp("cifar"), train_per_batch=50, test=100)
+
+
+def test_cifar10_trains_reports_exports_and_resumes_bit_exact(cifar, tmp_path):
+    """`--dataset cifar10` read by torchvision's CIFAR10 class from --data-dir (no download): it trains on 3 x 32 x 32,
+    prints and writes the test report, exports a verified ONNX model of that shape, and a run SIGKILLed in epoch 2
+    resumes (--auto-resume) to the uninterrupted run's weights and metrics."""
+    args = ["--dataset", "cifar10", "--data-dir", str(cifar), *CIFAR_ARGS]
+    full, crash = tmp_path / "full", tmp_path / "crash"
+    full.mkdir(), crash.mkdir()
+    proc = run_train(args, full, env=env_for(full))
+    assert f"cifar10 (200 train / 50 validation / 100 test images of 3 x 32 x 32, 10 classes, from {cifar})" in proc.stdout
+    (run_dir,) = offline_runs(full)
+    summary = inspect_summary(run_dir)
+    assert summary["config"]["data"]["classes"][:2] == ["airplane", "automobile"]
+    assert summary["config"]["data"]["size"] == [32, 32] and len(summary["config"]["data"]["mean"]) == 3
+    assert summary["summary"]["test/accuracy"] >= 0.9  # the red channel encodes the label
+    out = full / "runs" / summary["run_id"]
+    assert re.search(r"Test report: accuracy [01]\.\d{4} on 100 images", proc.stdout)
+    assert len((out / "test_report.csv").read_text().splitlines()) == 1 + 10
+    assert (out / "test_report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert summary["summary"]["onnx/verified"] is True
+    proto = onnx.load(str(out / "model.onnx"))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert (meta["channels"], meta["height"], meta["width"]) == ("3", "32", "32") and json.loads(meta["classes"])[9] == "truck"
+    assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[1:]] == [3, 32, 32]
+
+    crashed = run_train([*args, "--no-onnx", "--handler", KILL, "--handler-arg", "iteration=10"],
+                        crash, env=env_for(crash), check=False)
+    assert crashed.returncode == -9
+    resumed = run_train([*args, "--no-onnx", "--auto-resume"], crash, env=env_for(crash))
+    assert "at iteration 8" in resumed.stdout
+    (path,) = (full / "runs").glob(f"*/checkpoints/{CIFAR_FINAL}")
+    expected = torch.load(path, map_location="cpu", weights_only=True)
+    (path,) = (crash / "runs").glob(f"*/checkpoints/{CIFAR_FINAL}")
+    actual = torch.load(path, map_location="cpu", weights_only=True)
+    assert expected["model"].keys() == actual["model"].keys()
+    assert all(torch.equal(expected["model"][k], actual["model"][k]) for k in expected["model"])
+    s_resumed = inspect_summary(offline_runs(crash)[-1])["summary"]
+    for key in ("test/accuracy", "test/loss", "validation/accuracy", "validation/loss"):
+        assert s_resumed[key] == summary["summary"][key], key

@@ -16,8 +16,9 @@ from ignite_app.cli import parse
 
 pytestmark = pytest.mark.e2e
 
+# no ONNX export and no test report (its PNG costs a trial about a second of CPU): the sweep is what is tested here
 TINY = {"dataset": {"value": "digits"}, "epochs": {"value": 1}, "kernels": {"value": [4, 8]}, "onnx": {"value": False},
-        "watch": {"value": "off"}, "log-interval": {"value": 5}}
+        "test-report": {"value": False}, "watch": {"value": "off"}, "log-interval": {"value": 5}}
 METRIC = {"name": "validation/best_accuracy", "goal": "maximize"}
 
 
@@ -47,7 +48,7 @@ def trial_runs(tmp_path, study):
     return {t.number: inspect_summary(dirs[t.user_attrs["run_id"]]) for t in study.trials if t.user_attrs["run_id"] in dirs}
 
 
-def test_random_sweep_in_two_processes_on_one_storage_then_resumed(tmp_path):
+def test_random_sweep_in_two_processes_on_one_storage_then_resumed_and_stopped_by_ctrl_c(tmp_path):
     name = write_sweep(tmp_path, "rand", "random", {
         "lr": {"distribution": "log_uniform_values", "min": 0.002, "max": 0.03}, "batch-size": {"values": [32, 64]}})
     command = [sys.executable, str(ROOT / "scripts" / "sweep.py"), name, "--count", "2"]
@@ -79,11 +80,23 @@ def test_random_sweep_in_two_processes_on_one_storage_then_resumed(tmp_path):
         assert run["summary"]["validation/best_accuracy"] == t.value
         assert (tmp_path / "sweeps" / "rand" / "runs" / t.user_attrs["run_id"] / "config.yaml").is_file()
 
-    resumed = sweep([name, "--count", "1"], tmp_path)
+    # rerun: the study continues; Ctrl-C during its first trial stops the sweep after that trial, with the table
+    proc = subprocess.Popen([*command[:-1], "3"], cwd=tmp_path, env=env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("trial 4:"):
+            proc.send_signal(signal.SIGINT)  # the terminal's Ctrl-C; the trial runs in its own session
+            break
+    rest, err = proc.communicate(timeout=300)
+    out = "".join(seen) + rest
+    assert proc.returncode == 130, out + err
+    assert "stopping after the current trial" in err and "Traceback" not in err
     study = optuna.load_study(study_name="rand", storage=journal(tmp_path, "rand"))
     assert len(study.trials) == 5 and study.trials[4].state == TrialState.COMPLETE
     assert [t.params for t in study.trials[:4]] == [t.params for t in trials]  # continued, not restarted
-    assert "Sweep rand: 5 trial(s)" in resumed.stdout
+    assert "Sweep rand: 5 trial(s)" in out and "complete" in out
 
     results = tmp_path / "sweeps" / "rand"
     assert len((results / "trials.csv").read_text().splitlines()) == 1 + 5
@@ -145,25 +158,6 @@ def test_hyperband_prunes_a_trial_and_a_diverging_trial_fails_cleanly(tmp_path):
     summary = runs[diverged.number]["summary"]
     assert summary["sweep/state"] == "failed" and summary["sweep/trial"] == 2
     assert runs[good.number]["summary"]["sweep/state"] == "complete"
-
-
-def test_ctrl_c_stops_after_the_current_trial_and_prints_the_table(tmp_path):
-    name = write_sweep(tmp_path, "stop", "random", {"lr": {"values": [0.01, 0.02]}})
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "sweep.py"), name, "--count", "3"], cwd=tmp_path,
-                            env=env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if line.startswith("trial 0:"):
-            proc.send_signal(signal.SIGINT)  # the terminal's Ctrl-C; the trial runs in its own session
-            break
-    rest, err = proc.communicate(timeout=300)
-    out = "".join(seen) + rest
-    assert proc.returncode == 130, out + err
-    assert "stopping after the current trial" in err and "Traceback" not in err
-    assert "Sweep stop: 1 trial(s)" in out and "complete" in out
-    assert [t.state for t in optuna.load_study(study_name="stop", storage=journal(tmp_path, "stop")).trials] == [
-        TrialState.COMPLETE]
 
 
 def test_a_sweep_agents_run_id_names_the_run_dir_and_checkpoints(tmp_path):

@@ -7,10 +7,21 @@ from helpers import FMNIST_SYSTEM_DIR, QUICK, clean_env, history, inspect_summar
 pytestmark = pytest.mark.e2e
 
 
-def test_digits_run_logs_everything_to_an_offline_wandb_run(tmp_path):
-    env = clean_env(tmp_path)
+# `net` (dropout: the RNG matters); the second test runs it again and compares. The progress bar is asked for,
+# though the output is no terminal
+SEEDED = [*QUICK, "--model", "net", "--progress-bar", "--wandb-tags", "e2e", "smoke"]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("first")
+    env = clean_env(tmp)
     del env["WANDB_SILENT"]  # the app's own W&B settings must keep W&B's console output out
-    proc = run_train([*QUICK, "--progress-bar", "--wandb-tags", "e2e", "smoke"], tmp_path, env=env)  # bar asked for
+    return tmp, run_train(SEEDED, tmp, env=env)
+
+
+def test_digits_run_logs_everything_to_an_offline_wandb_run(first_run):
+    tmp_path, proc = first_run
     (run_dir,) = offline_runs(tmp_path)
     assert f"wandb sync {run_dir}" in proc.stdout and f"wandb leet {run_dir}" in proc.stdout
     assert "Test results: test/accuracy" in proc.stdout
@@ -43,14 +54,10 @@ def test_digits_run_logs_everything_to_an_offline_wandb_run(tmp_path):
     assert all("validation/loss" in r and "training/samples_per_second" in r for r in val_rows)
 
 
-def test_same_seed_same_flags_same_metrics_to_the_last_digit(tmp_path):
-    args = [*QUICK, "--model", "net", "--optimizer", "sgd", "--lr", "0.05", "--wandb-mode", "offline"]
-    a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir(), b.mkdir()
-    run_train(args, a)
-    run_train(args, b)
-    sa = inspect_summary(offline_runs(a)[0])["summary"]
-    sb = inspect_summary(offline_runs(b)[0])["summary"]
+def test_same_seed_same_flags_same_metrics_to_the_last_digit(first_run, tmp_path):
+    run_train(SEEDED, tmp_path)
+    sa = inspect_summary(offline_runs(first_run[0])[0])["summary"]
+    sb = inspect_summary(offline_runs(tmp_path)[0])["summary"]
     keys = ["test/accuracy", "test/loss", "validation/loss", "training/loss"]
     assert [sa[k] for k in keys] == [sb[k] for k in keys]
 
@@ -63,25 +70,6 @@ def test_wandb_disabled_writes_no_run(tmp_path):
 def test_wandb_mode_from_environment_is_honoured(tmp_path):
     run_train([*QUICK, "--epochs", "1"], tmp_path, env=clean_env(tmp_path, WANDB_MODE="disabled"))
     assert offline_runs(tmp_path) == []
-
-
-@pytest.mark.parametrize(
-    "args, fragment",
-    [
-        (["--epochs", "0"], "--epochs must be at least 1"),
-        (["--dataset", "mnist", "--data-dir", "EMPTY"], "Could not find the mnist dataset"),
-        (["--wandb-mode", "online"], "no API key is configured"),
-        (["--config", "missing.yaml"], "Cannot read the config file"),
-        (["--dataset", "imagenet"], "--dataset must be one of mnist, fashion-mnist, digits"),
-    ],
-)
-def test_bad_input_exits_2_with_a_message_and_no_traceback(tmp_path, args, fragment):
-    (tmp_path / "EMPTY").mkdir()
-    proc = run_train([*QUICK, *args], tmp_path, check=False)
-    assert proc.returncode == 2, proc.stderr
-    assert fragment in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
 @pytest.mark.skipif(not FMNIST_SYSTEM_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")

@@ -139,3 +139,11 @@ def signal_at(app, iteration: int, signame: str = "SIGTERM") -> None:
     @app.trainer.on(Events.ITERATION_COMPLETED(once=iteration))
     def _signal(_):
         os.kill(os.getpid(), getattr(signal, signame))
+
+
+def terminate_at(app, iteration: int) -> None:
+    """Stop training from a user's handler: `trainer.terminate()` once the trainer completes `iteration`."""
+
+    @app.trainer.on(Events.ITERATION_COMPLETED(once=iteration))
+    def _stop_here(engine):
+        engine.terminate()
