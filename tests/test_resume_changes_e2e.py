@@ -38,12 +38,14 @@ def snapshot(root):
 
 def test_a_smaller_batch_restarts_the_interrupted_epoch_at_the_new_length(killed_mid_epoch_2, tmp_path):
     checkpoint = copy_of(killed_mid_epoch_2, tmp_path)
-    proc = run_train(["--resume", str(checkpoint), "--batch-size", "32", "--early-stopping", "3", "--log-interval", "1"],
-                     tmp_path)
+    proc = run_train(["--resume", str(checkpoint), "--batch-size", "32", "--early-stopping", "3", "--lr-schedule", "step",
+                      "--lr-step-epochs", "1", "--lr-gamma", "0.5"], tmp_path)
     out = proc.stdout
     assert "Warning: epoch length 21 -> 41 iterations (--batch-size 64 -> 32)" in out
     assert "continues from the start of epoch 2 at iteration 41 (was 30)" in out and "no longer bit-exact" in out
     assert "early_stopping starts fresh (the checkpoint has no state for it: --early-stopping was off)" in out
+    assert ("lr_scheduler starts fresh (the checkpoint has no state for it: --lr-schedule/--warmup-iters was off; "
+            "it continues as these settings have it at iteration 41)") in out
     assert "at iteration 41 (after epoch 1)" in out and "Epoch 2/2" in out and "Epoch 1/2" not in out
     final = torch.load(checkpoint.parent / "checkpoint_82.pt", weights_only=True)  # epoch 2 of 41 iterations
     assert final["trainer"]["iteration"] == 82 and final["trainer"]["epoch_length"] == 41
@@ -54,6 +56,8 @@ def test_a_smaller_batch_restarts_the_interrupted_epoch_at_the_new_length(killed
     steps = [r["_step"] for run in (killed, resumed) for r in history(run) if "training/loss" in r]
     assert steps == sorted(steps) and len(set(steps)) == len(steps)  # one step axis, never backwards
     assert [s for s in steps if s > 30] == list(range(42, 83))  # epoch 2 again, all 41 iterations of it
+    # the step schedule added on resume stands where it would in epoch 2 at the new length: one halving
+    assert {r["lr/group_0"] for r in history(resumed) if "lr/group_0" in r} == {0.0025}
     assert inspect_summary(resumed)["summary"]["trainer/epoch"] == 2
 
 
