@@ -18,10 +18,12 @@ QUICK = ["--dataset", "digits", "--epochs", "2", "--no-progress-bar", "--log-int
 
 
 def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """An environment with no W&B credentials or mode, W&B writing under tmp_path."""
+    """An environment with no W&B credentials or mode, W&B writing under tmp_path (its data dir, where it stages
+    artifact files, too: `staged_checkpoints`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(
         WANDB_DIR=str(tmp_path),
+        WANDB_DATA_DIR=str(tmp_path / "wandb-data"),
         WANDB_SILENT="true",
         NETRC=str(tmp_path / "no-netrc"),
         IGNITE_APP_NO_DOWNLOAD="1",
@@ -44,6 +46,16 @@ def run_script(script: str, args: Sequence[str], tmp_path: Path, env: Optional[d
 
 def run_train(args: Sequence[str], tmp_path: Path, **kwargs: Any) -> subprocess.CompletedProcess:
     return run_script("train.py", [*args, "--output-dir", str(tmp_path / "runs")], tmp_path, **kwargs)
+
+
+def staged_checkpoints(tmp_path: Path) -> list[Path]:
+    """The checkpoint copies (torch.save zip archives) in W&B's artifact staging directory, where W&B keeps what an
+    offline run logged until `wandb sync`, for runs that used `clean_env(tmp_path)`. (The ONNX model and tables
+    logged as artifacts are staged too; they are not checkpoints.)"""
+    import zipfile
+
+    staging = tmp_path / "wandb-data" / "artifacts" / "staging"
+    return [p for p in staging.rglob("*") if p.is_file() and zipfile.is_zipfile(p)]
 
 
 def offline_runs(tmp_path: Path) -> list[Path]:

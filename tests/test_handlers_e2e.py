@@ -184,23 +184,3 @@ def test_compile(tmp_path):
     proc = run_train([*FAST, "--epochs", "1", "--compile"], tmp_path)
     assert "Test results" in proc.stdout
     assert not any(k.startswith("_orig_mod") for k in final_checkpoint(tmp_path)["model"])
-
-
-def test_run_without_attach_handlers_attaches_them_itself(tmp_path):
-    script = tmp_path / "bare.py"
-    script.write_text(textwrap.dedent(f"""
-        import sys
-        sys.path.insert(0, {str(ROOT)!r})
-        from ignite_app import attach_handlers, build, parse
-
-        app = build(parse({[*FAST, "--epochs", "1", "--output-dir", str(tmp_path / "runs")]!r}))
-        metrics = app.run()  # no attach_handlers(app) first
-        assert app.attached and attach_handlers(app) is app  # a second call attaches nothing twice
-        app.close()
-        print("test accuracy", metrics["test/accuracy"])
-    """))
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=clean_env(tmp_path), capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Epoch 1/1" in proc.stdout and "test accuracy" in proc.stdout
-    assert list((tmp_path / "runs").glob("*/checkpoints/checkpoint_*.pt"))

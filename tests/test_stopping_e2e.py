@@ -53,6 +53,7 @@ def test_run_attaches_the_handlers_itself_and_a_second_attach_adds_none(tmp_path
         assert app.attached and attach_handlers(app) is app
         assert {event: len(app.trainer._event_handlers[event]) for event in handlers} == handlers
         assert metrics["test/accuracy"] > 0.3 and app.trainer.state.epoch == 1
+        assert list((app.output_dir / "checkpoints").glob("checkpoint_*.pt"))  # the checkpointers were attached
         assert app.stops.reason is None  # it ran to its last epoch: nothing stopped it
     finally:
         app.close()
