@@ -42,7 +42,7 @@ from ignite_app.preemption import Preempted, Preemption
 from ignite_app.runlock import RunLock
 from ignite_app.models import build_model, check_model_name
 from ignite_app.schedules import create_lr_scheduler
-from ignite_app.state import RESTORED_LAST, RNGStates, RunMeta, plan_load
+from ignite_app.state import RESTORED_LAST, AccumulatedGradients, RNGStates, RunMeta, plan_load
 from ignite_app.stopping import (
     DIVERGED, EARLY_STOPPING, NanWatch, RecordingEarlyStopping, RecordingTerminateOnNan, StopRecorder, is_finite,
 )
@@ -344,6 +344,7 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
         "rng": RNGStates(), "meta": RunMeta(run_id, config.to_dict()), "data": info,
         "best_metrics": BestMetrics(engines.trainer, log_new_steps),  # validation/best_*: what sweeps rank by
         "lr_scheduler": lr_scheduler, "scaler": engines.scaler,
+        "gradients": AccumulatedGradients(model) if config.accumulation_steps > 1 else None,
         "early_stopping": RecordingEarlyStopping(
             stops, config.early_stopping, score_function=lambda engine: engine.state.metrics["accuracy"],
             trainer=engines.trainer,
