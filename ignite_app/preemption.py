@@ -32,7 +32,8 @@ class Preempted(AppError):
 # what a signal does while training, and once training is complete (the test evaluation, W&B's close): the run's
 # results are seconds away then, and the default action (SIGTERM kills at once) would lose them and leave W&B open
 STOPPING = "finishing this iteration, then writing a checkpoint and exiting (rerun with --auto-resume to continue)"
-FINISHING = "training is complete; finishing the test evaluation and closing W&B (seconds), then exiting"
+FINISHING = ("training is complete; finishing the test evaluation (and the ONNX export) and closing W&B (seconds), "
+             "then exiting")
 CLOSING = "closing W&B and the checkpoint uploads (seconds), then exiting"
 
 
