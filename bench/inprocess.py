@@ -69,8 +69,8 @@ def main() -> None:
         report = export_and_verify(app.model, images, Path(args.output_dir) / f"bench-{exporter}.onnx", exporter=exporter)
         results[f"onnx_{exporter}_seconds"] = time.perf_counter() - start
         results[f"onnx_{exporter}_verify_seconds"] = report.verify_seconds
-    for saver in app.savers:
-        saver.wait()
+    if app.uploader is not None:
+        app.uploader.wait()
     newest = resume.newest_checkpoint(Path(args.output_dir))
     start = time.perf_counter()
     checkpoint = resume.load_checkpoint(newest, str(newest))

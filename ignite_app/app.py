@@ -31,7 +31,7 @@ from torch import nn
 from ignite_app.handlers.best_metrics import BestMetrics
 from ignite_app.handlers.onnx_export import OnnxExportHandler
 from ignite_app.handlers.test_report import TestReport
-from ignite_app.handlers.wandb_checkpoint import WandBCheckpointSaver
+from ignite_app.handlers.wandb_checkpoint import ArtifactUploader, WandBCheckpointSaver, clean_debris
 from ignite_app import disk, distributed, plugins, resume, tracking
 from ignite_app.config import Config, validate
 from ignite_app.augment import BatchAugment
@@ -42,7 +42,7 @@ from ignite_app.preemption import Preempted, Preemption
 from ignite_app.runlock import RunLock
 from ignite_app.models import build_model, check_model_name
 from ignite_app.schedules import create_lr_scheduler
-from ignite_app.state import RESTORED_LAST, RNGStates, RunMeta, plan_load
+from ignite_app.state import RESTORED_LAST, AccumulatedGradients, RNGStates, RunMeta, plan_load
 from ignite_app.stopping import (
     DIVERGED, EARLY_STOPPING, NanWatch, RecordingEarlyStopping, RecordingTerminateOnNan, StopRecorder, is_finite,
 )
@@ -69,7 +69,7 @@ class App:
     checkpoint: Optional[resume.ResolvedCheckpoint] = None  # what this run resumes from
     progress_bar: Optional[ProgressBar] = None
     checkpointers: dict[str, Checkpoint] = field(default_factory=dict)
-    savers: list[WandBCheckpointSaver] = field(default_factory=list)
+    uploader: Optional[ArtifactUploader] = None  # logs the checkpoints as W&B artifact versions, in save order
     min_log_step: int = 0  # a resumed online run already holds steps below this; don't log them again
     onnx_exporter: Optional[OnnxExportHandler] = None
     grad_clipper: Optional[GradNormClipper] = None
@@ -227,8 +227,9 @@ class App:
                         "Rerun the same command with --auto-resume to continue (bit-exact).", signum)
 
     def close(self) -> None:
-        for saver in self.savers:
-            saver.close()
+        if self.uploader is not None:
+            best = self.checkpointers["best_checkpointer"].last_checkpoint if self.checkpointers else None
+            self.uploader.close(best_file=Path(best) if best else None)
         tracking.close(self.wandb_logger)
         if self.run_lock is not None:
             self.run_lock.release()
@@ -346,6 +347,7 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
         "rng": RNGStates(), "meta": RunMeta(run_id, config.to_dict()), "data": info,
         "best_metrics": BestMetrics(engines.trainer, log_new_steps),  # validation/best_*: what sweeps rank by
         "lr_scheduler": lr_scheduler, "scaler": engines.scaler,
+        "gradients": AccumulatedGradients(model) if config.accumulation_steps > 1 else None,
         "early_stopping": RecordingEarlyStopping(
             stops, config.early_stopping, score_function=lambda engine: engine.state.metrics["accuracy"],
             trainer=engines.trainer,
@@ -507,22 +509,27 @@ def _attach_wandb(app: App) -> None:
 
 def _attach_checkpoints(app: App) -> None:
     """Latest checkpoints every epoch (after validation) and every --checkpoint-every iterations; the best one by
-    validation accuracy. Both save to disk and log W&B artifacts. Both save `app.to_save`, to which both are added
-    (Checkpoint keeps the dict, not a copy): every file, latest or best, holds both checkpointers' states, as they
-    were before the file was written (`App._claim_resumed_file` adds the file itself on resume)."""
+    validation accuracy. Both save to disk and hand their files to one uploader (W&B artifact versions in save order,
+    as many as --log-checkpoints says). Both save `app.to_save`, to which both are added (Checkpoint keeps the dict,
+    not a copy): every file, latest or best, holds both checkpointers' states, as they were before the file was
+    written (`App._claim_resumed_file` adds the file itself on resume)."""
     cfg, trainer = app.config, app.trainer
     directory = app.output_dir / "checkpoints"
+    if distributed.is_main():  # build() holds the run's lock: what lies here was left by a killed process
+        debris = clean_debris(directory)
+        if debris:
+            app.log(f"Removed {len(debris)} leftover file(s) of an interrupted process from {directory} (artifact "
+                    "staging links, unfinished checkpoint writes).")
     run = getattr(app.wandb_logger, "run", None)
     iteration = global_step_from_engine(trainer, Events.ITERATION_COMPLETED)
-    best_saver = WandBCheckpointSaver(directory, run, trainer, aliases=("best",))
-    latest_saver = WandBCheckpointSaver(directory, run, trainer)
-    app.savers += [best_saver, latest_saver]
+    app.uploader = ArtifactUploader(run, app.output_dir, mode=cfg.log_checkpoints, warn=app.log)
     best = Checkpoint(
-        app.to_save, best_saver, filename_prefix="best",
+        app.to_save, WandBCheckpointSaver(directory, trainer, app.uploader, best=True), filename_prefix="best",
         score_function=Checkpoint.get_default_score_fn("accuracy"), score_name="validation_accuracy",
         n_saved=1, global_step_transform=iteration,
     )
-    latest = Checkpoint(app.to_save, latest_saver, n_saved=cfg.n_saved, global_step_transform=iteration)
+    latest = Checkpoint(app.to_save, WandBCheckpointSaver(directory, trainer, app.uploader), n_saved=cfg.n_saved,
+                        global_step_transform=iteration)
     app.checkpointers.update(checkpointer=latest, best_checkpointer=best)
     app.to_save.update(app.checkpointers)
     app.evaluator.add_event_handler(Events.COMPLETED, best)

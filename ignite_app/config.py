@@ -31,6 +31,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 DEVICES = ("auto", "cpu", "cuda")
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 WATCH_MODES = ("off", "gradients", "parameters", "all")
+LOG_CHECKPOINTS = ("all", "best-and-last", "none")  # Lightning WandbLogger's log_model "all", True, False
+DEFAULT_LOG_CHECKPOINTS = "best-and-last"
 BACKENDS = ("auto", "nccl", "gloo")
 LR_SCHEDULES = ("none", "cosine", "step", "onecycle")
 ONNX_EXPORTERS = ("dynamo", "torchscript")
@@ -141,6 +143,11 @@ class Config:
     output_dir: str = _opt("runs", "each run writes config.yaml and its checkpoints to OUTPUT_DIR/RUN_ID", "outputs")
     checkpoint_every: int = _opt(0, "also checkpoint every N iterations (0: only at the end of each epoch)", "outputs", min=0)
     n_saved: int = _opt(2, "keep this many latest checkpoints on disk (the best one is kept besides)", "outputs", min=1)
+    log_checkpoints: str = _opt(
+        DEFAULT_LOG_CHECKPOINTS, "which checkpoints become W&B artifact versions: all, best-and-last (online the "
+        "superseded versions are deleted; offline both are logged when the run ends) or none", "outputs",
+        choices=LOG_CHECKPOINTS,
+    )
     resume: Optional[str] = _opt(
         None, "continue from SPEC: a checkpoint file or directory, an offline W&B run dir, "
         "wandb:ENTITY/PROJECT/NAME:ALIAS or wandb:ENTITY/PROJECT/RUN_ID", "outputs",

@@ -23,7 +23,8 @@ RESTORED_LAST = "rng"  # the RNG states are restored right before training, afte
 # the settings an object's saved state depends on: when one of them differs from the checkpoint's, the saved state
 # does not fit this run and the object starts as it would have been at this iteration (App.restore)
 STATE_SETTINGS = {"lr_scheduler": ("lr_schedule", "lr", "warmup_iters", "lr_step_epochs", "lr_gamma", "epochs")}
-STATE_FLAGS = {"early_stopping": "--early-stopping", "lr_scheduler": "--lr-schedule/--warmup-iters", "scaler": "--amp"}
+STATE_FLAGS = {"early_stopping": "--early-stopping", "lr_scheduler": "--lr-schedule/--warmup-iters", "scaler": "--amp",
+               "gradients": "--accumulation-steps > 1"}
 
 
 class RNGStates:
@@ -68,6 +69,22 @@ class RNGStates:
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class AccumulatedGradients:
+    """The parameters' .grad tensors, checkpointed with --accumulation-steps > 1: a checkpoint between two optimizer
+    steps (an epoch of odd length with 2 steps, --checkpoint-every) holds gradients summed over the iterations so
+    far, which the next step needs for a bit-exact resume. Ignite's trainer zeroes them at the start of each cycle."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.params = list(model.parameters())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"grads": [None if p.grad is None else p.grad.detach().clone() for p in self.params]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for param, grad in zip(self.params, state["grads"], strict=True):
+            param.grad = None if grad is None else grad.to(param.device, param.dtype)
 
 
 class RunMeta:

@@ -31,6 +31,7 @@ _PREIMPORTS = ("wandb.sdk.launch.inputs.internal", "wandb.apis.public.artifacts"
 _prestart: Optional[threading.Thread] = None
 DEFAULT_PROJECT = "ignite-app"
 ENV_MODE_ALIASES = {"dryrun": "offline", "run": "online", "shared": "online"}  # W&B's older spellings of WANDB_MODE
+WANDB_OWN_MODES = ("online", "offline", "disabled", *ENV_MODE_ALIASES)  # what wandb.init accepts in WANDB_MODE, verbatim
 
 
 def api_key_configured(environ: Optional[dict] = None) -> bool:
@@ -49,7 +50,8 @@ def api_key_configured(environ: Optional[dict] = None) -> bool:
 
 
 def resolve_mode(requested: str, environ: Optional[dict] = None) -> str:
-    """--wandb-mode auto -> $WANDB_MODE if set, else online with an API key, else offline. Never prompts."""
+    """--wandb-mode auto -> $WANDB_MODE if set, else online with an API key, else offline. Never prompts. A
+    WANDB_MODE in another case, with spaces or empty is rewritten in `environ` to the spelling W&B reads."""
     environ = os.environ if environ is None else environ
     mode = requested
     raw_env_mode = environ.get("WANDB_MODE") or ""
@@ -60,6 +62,13 @@ def resolve_mode(requested: str, environ: Optional[dict] = None) -> str:
             f"The environment variable WANDB_MODE={raw_env_mode!r} is not a W&B mode; set it to one of "
             f"{', '.join(WANDB_MODES[1:])} (or unset it and use --wandb-mode)."
         )
+    if "WANDB_MODE" in environ and raw_env_mode not in WANDB_OWN_MODES:
+        # W&B reads WANDB_MODE itself, verbatim: `OFFLINE`, ` offline` or an empty value fail its Settings validation
+        # inside wandb.init (a traceback after the run directory exists); hand it the spelling it accepts
+        if env_mode:
+            environ["WANDB_MODE"] = env_mode
+        else:
+            del environ["WANDB_MODE"]
     if mode == "auto":
         if env_mode:
             mode = env_mode

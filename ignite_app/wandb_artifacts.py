@@ -59,6 +59,11 @@ def checkpoint_from_offline_run(run_dir: Path, alias: str = "latest") -> tuple[P
     records = offline_run_records(run_dir)
     artifacts = checkpoint_artifacts(records)
     chosen = _pick(artifacts, alias)
+    config = next((r["run"]["config"]["update"] for r in records if r.get("type") == "run"), {})
+    if chosen is None and config.get("log_checkpoints") == "best-and-last" and alias in ("latest", "best"):
+        found = _from_run_directory(run_dir, records, config, alias)
+        if found is not None:
+            return found
     if chosen is None:
         seen = sorted({a for art in artifacts for a in art.get("aliases", [])})
         raise UserError(
@@ -69,7 +74,6 @@ def checkpoint_from_offline_run(run_dir: Path, alias: str = "latest") -> tuple[P
     (entry,) = chosen["manifest"]["contents"]
     metadata = json.loads(chosen.get("metadata") or "{}")
     candidates = [Path(entry["local_path"])]
-    config = next((r["run"]["config"]["update"] for r in records if r.get("type") == "run"), {})
     if config.get("output_dir") and chosen.get("run_id"):
         candidates.append(Path(config["output_dir"]) / chosen["run_id"] / "checkpoints" / entry["path"])
     tried = []
@@ -86,6 +90,23 @@ def checkpoint_from_offline_run(run_dir: Path, alias: str = "latest") -> tuple[P
         f"The offline W&B run {run_dir} logged checkpoint {entry['path']} (alias {alias!r}), but no intact copy is "
         f"left: tried {'; '.join(tried)}. Resume from a checkpoint file instead (OUTPUT_DIR/RUN_ID/checkpoints/)."
     )
+
+
+def _from_run_directory(run_dir: Path, records: list[dict[str, Any]], config: dict[str, Any],
+                        alias: str) -> Optional[tuple[Path, str]]:
+    """The newest checkpoint (`latest`) or the best one of the run's own checkpoint directory: with
+    --log-checkpoints best-and-last an offline run logs its versions when it ends, so a killed one logged none."""
+    run_id = next((r["run"].get("run_id") for r in records if r.get("type") == "run"), None)
+    if not (config.get("output_dir") and run_id):
+        return None
+    directory = Path(config["output_dir"]) / run_id / "checkpoints"
+    # the best Checkpoint's files are best_checkpoint_*.pt (filename_prefix "best" in app._attach_checkpoints)
+    found = sorted((p for p in directory.glob("*.pt") if p.name.startswith("best_") == (alias == "best")),
+                   key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    if not found:
+        return None
+    return found[0], (f"{found[0]} (the offline run {run_dir} stopped before logging its best and last checkpoints, "
+                      f"as --log-checkpoints best-and-last does at the end: the {alias} file of its run directory)")
 
 
 def _api():

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ignite_app.state import FORMAT_VERSION
-from helpers import ROOT, history, inspect_records, inspect_summary, offline_runs, run_train
+from helpers import (ROOT, history, inspect_records, inspect_summary, offline_runs, run_train,
+                     staged_checkpoints)
 
 pytestmark = pytest.mark.e2e
 
@@ -52,6 +53,9 @@ def uninterrupted(tmp_path_factory):
 
 
 def test_checkpoints_are_saved_pruned_and_logged_as_artifacts(uninterrupted):
+    """--log-checkpoints best-and-last (the default), offline: the best and the last checkpoint are logged when the
+    run ends, the last after the best (W&B gives each new version `latest`), from hard links under
+    OUTPUT_DIR/RUN_ID/artifacts/; nothing is copied into W&B's staging directory."""
     files = {p.name for p in checkpoints(uninterrupted)}
     run_dir = only(offline_runs(uninterrupted))
     validations = [r for r in history(run_dir) if "validation/accuracy" in r]
@@ -61,17 +65,19 @@ def test_checkpoints_are_saved_pruned_and_logged_as_artifacts(uninterrupted):
     run_id = inspect_summary(run_dir)["run_id"]
     arts = artifact_records(run_dir)
     assert {a["name"] for a in arts} == {f"checkpoint-{run_id}"} and {a["type"] for a in arts} == {"model"}
-    aliases = [sorted(a["aliases"]) for a in arts]
-    assert ["iter-4", "latest"] in aliases and ["epoch-1", "latest"] in aliases and ["epoch-3", "latest"] in aliases
-    assert ["best", "latest"] in aliases  # W&B gives every new version "latest"; the next save takes it on
+    logged = [(a["manifest"]["contents"][0]["path"], sorted(a["aliases"])) for a in arts]
+    if best["_step"] == 33:  # the last version is the best
+        assert logged == [(FINAL, ["best", "epoch-3", "latest"])]
+    else:
+        assert logged == [(best_name, ["best", "latest"]), (FINAL, ["epoch-3", "latest"])]
     # the last "latest" is the final checkpoint, and its recorded digest is the file's md5
     from ignite_app.wandb_artifacts import md5_b64
 
-    last = [a for a in arts if "latest" in a["aliases"]][-1]
-    (entry,) = last["manifest"]["contents"]
-    assert entry["path"] == FINAL
+    (entry,) = arts[-1]["manifest"]["contents"]
     final = next(p for p in checkpoints(uninterrupted) if p.name == FINAL)
     assert entry["digest"] == md5_b64(final) == md5_b64(Path(entry["local_path"]))
+    assert Path(entry["local_path"]).parent == final.parent.parent / "artifacts"
+    assert not staged_checkpoints(uninterrupted)
 
 
 def test_checkpoint_holds_everything_needed_to_continue(uninterrupted):
@@ -110,21 +116,34 @@ def test_sigkill_then_auto_resume_is_bit_exact(uninterrupted, tmp_path, kill_at,
     assert "monotonically" not in resumed.stderr
 
 
-def test_pruning_continues_after_resume(tmp_path):
-    run_train([*ARGS, "--handler", KILL, "--handler-arg", "iteration=15"], tmp_path, check=False)
-    run_train([*ARGS, "--auto-resume"], tmp_path)
-    names = {p.name for p in checkpoints(tmp_path)}
+def test_pruning_continues_after_resume_and_the_killed_runs_debris_is_removed(tmp_path):
+    """Killed at 15 with --log-checkpoints none; a kill leaves artifact staging links and DiskSaver's temp files
+    (placed here as they are left): `--auto-resume` removes them in one line, pruning goes on, and no checkpoint
+    artifact is ever logged (the files are the resume points)."""
+    args = [*ARGS, "--log-checkpoints", "none"]
+    run_train([*args, "--handler", KILL, "--handler-arg", "iteration=15"], tmp_path, check=False)
+    directory = only({p.parent for p in checkpoints(tmp_path)})
+    os.link(directory / "checkpoint_12.pt", directory / ".upload-4242-3-checkpoint_12.pt")
+    (directory / "tmpk1ll3d0x").write_bytes(b"PK\x03\x04 cut off")
+    resumed = run_train([*args, "--auto-resume"], tmp_path)
+    assert f"Removed 2 leftover file(s) of an interrupted process from {directory}" in resumed.stdout
+    assert "at iteration 12" in resumed.stdout
+    names = {p.name for p in directory.iterdir()}
     assert {n for n in names if n.startswith("checkpoint_")} == {"checkpoint_32.pt", FINAL}
-    assert len([n for n in names if n.startswith("best_")]) == 1
+    assert len([n for n in names if n.startswith("best_")]) == 1 and len(names) == 3
+    assert all(not artifact_records(run) for run in offline_runs(tmp_path))
+    assert not (directory.parent / "artifacts").exists() and not staged_checkpoints(tmp_path)
 
 
 def test_resume_from_a_file_a_directory_and_an_offline_run(uninterrupted, tmp_path):
-    crashed = run_train([*ARGS, "--handler", KILL, "--handler-arg", "iteration=6", "--handler-arg", "seconds=2.5"],
-                        tmp_path, check=False)
+    # --log-checkpoints all: the version of checkpoint_4 is logged as saved (best-and-last logs at the end)
+    crashed = run_train([*ARGS, "--log-checkpoints", "all", "--handler", KILL, "--handler-arg", "iteration=6",
+                         "--handler-arg", "seconds=2.5"], tmp_path, check=False)
     assert crashed.returncode == -9
     run_dir = only(offline_runs(tmp_path))
     expected = load(next(p for p in checkpoints(uninterrupted) if p.name == FINAL))["model"]
     ckpt = only(checkpoints(tmp_path))
+    assert not staged_checkpoints(tmp_path)
     pristine = tmp_path / "pristine"
     shutil.copytree(tmp_path / "runs", pristine)
 
@@ -284,7 +303,7 @@ def test_torture_eight_sigkills_at_random_instants_then_the_run_ends_bit_exact(u
 
     out = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "torture_driver.py"), str(tmp_path / "runs"), "8", "2026", "--",
-         *ARGS, "--checkpoint-every", "1"],
+         *ARGS, "--checkpoint-every", "1", "--log-checkpoints", "all"],
         cwd=tmp_path, env=clean_env(tmp_path), capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -293,6 +312,10 @@ def test_torture_eight_sigkills_at_random_instants_then_the_run_ends_bit_exact(u
     assert report["kills"] == 8 and report.get("exit_code") == 0, (report, log[-3000:])
     assert "Traceback" not in log
     assert_same_final_state(uninterrupted, tmp_path)
+    # no debris once the last attempt ended, and no copy of any of the 33+ versions in W&B's staging directory
+    directory = only({p.parent for p in checkpoints(tmp_path)})
+    assert not list(directory.glob(".upload-*")) and not list(directory.glob("tmp*"))
+    assert not staged_checkpoints(tmp_path)
 
 
 def test_auto_resume_continues_only_the_same_experiment(uninterrupted, tmp_path):

@@ -56,8 +56,9 @@ def test_full_checkpoint_disk_stops_with_one_message_then_auto_resume_finishes(t
 def test_full_wandb_dir_keeps_the_run(tmp_path):
     with tmpfs(tmp_path / "wandb-disk", "4m") as wandb_dir:
         env = clean_env(tmp_path, WANDB_DIR=str(wandb_dir), **ONE_THREAD)
+        # --log-checkpoints all: each checkpoint is logged as saved (offline best-and-last logs at the end)
         args = [*QUICK, *FILL_AFTER_EPOCH_1, "--handler-arg", f"path={wandb_dir}", "--handler-arg", "delay=2",
-                "--handler", "hard-examples"]
+                "--handler", "hard-examples", "--log-checkpoints", "all"]
         proc = run_train(args, tmp_path, env=env, check=False)
         assert proc.returncode == 0, proc.stderr[-3000:]
         # one warning line, nothing else (it used to be ~9,000 lines of tracebacks and exit 1)

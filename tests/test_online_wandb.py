@@ -50,6 +50,21 @@ def test_resume_from_artifact_alias_and_from_run_id(api, tmp_path):
         assert all(torch.equal(expected[k], resumed[k]) for k in expected)  # nothing left to train: same weights
 
 
+def test_best_and_last_online_deletes_the_superseded_versions(api, tmp_path):
+    """--log-checkpoints best-and-last (the default) online: every version is uploaded, and the uploader thread
+    deletes each one that lost both `latest` and `best`; what stays is the last (`latest`) and the best."""
+    w, entity = api
+    project = "ignite-app-tests"
+    run_train([*QUICK, "--checkpoint-every", "4", "--wandb-mode", "online", "--wandb-project", project], tmp_path,
+              env=online_env(tmp_path))
+    final = max((tmp_path / "runs").glob("*/checkpoints/checkpoint_*.pt"), key=lambda p: p.stat().st_mtime_ns)
+    run_id = final.parent.parent.name
+    versions = list(w.artifacts("model", f"{entity}/{project}/checkpoint-{run_id}"))
+    assert 1 <= len(versions) <= 2 and all({"latest", "best"} & set(v.aliases) for v in versions)
+    (latest,) = [v for v in versions if "latest" in v.aliases]
+    assert [f.name for f in latest.files()] == [final.name]
+
+
 def test_missing_artifact_is_a_clear_error(api, tmp_path):
     _, entity = api
     proc = run_train([*QUICK, "--resume", f"wandb:{entity}/ignite-app-tests/checkpoint-doesnotexist:latest"],

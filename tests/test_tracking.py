@@ -36,3 +36,18 @@ def test_explicit_online_without_credentials_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no API key is configured"):
         resolve_mode("online", env(tmp_path))
     assert resolve_mode("offline", env(tmp_path, WANDB_API_KEY="x" * 40)) == "offline"
+
+
+@pytest.mark.parametrize("value, expected", [("OFFLINE", "offline"), (" offline ", "offline"), ("Disabled", "disabled"),
+                                             ("", None), ("  ", None), ("dryrun", "dryrun")])
+def test_wandb_mode_spellings_we_accept_are_handed_to_wandb_as_it_reads_them(tmp_path, value, expected):
+    """WANDB_MODE=OFFLINE (or empty) passed our check, then failed W&B's own Settings validation inside wandb.init:
+    a pydantic traceback, exit 1, after the run directory was written."""
+    import wandb
+
+    environ = env(tmp_path, WANDB_MODE=value)
+    resolve_mode("auto", environ)
+    assert environ.get("WANDB_MODE") == expected
+    settings = wandb.Settings()
+    settings.update_from_env_vars(environ)  # what wandb.init does with the process environment
+    assert settings.mode == (expected or "online")

@@ -16,8 +16,8 @@ def kill_at(app, iteration: int, seconds: float = 0.0) -> None:
 
     @app.trainer.on(Events.ITERATION_COMPLETED(once=iteration))
     def _kill(_):
-        for saver in app.savers:  # let queued artifact uploads reach W&B
-            saver.wait()
+        if app.uploader is not None:  # let queued artifact uploads reach W&B
+            app.uploader.wait()
         time.sleep(seconds)
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -96,8 +96,8 @@ def kill_job_at(app, iteration: int) -> None:
     def _kill(_):
         if idist.get_rank() != 0:
             return
-        for saver in app.savers:
-            saver.wait()
+        if app.uploader is not None:
+            app.uploader.wait()
         launcher = os.getppid()
         tasks = os.listdir(f"/proc/{launcher}/task")
         workers = {int(pid) for task in tasks for pid in open(f"/proc/{launcher}/task/{task}/children").read().split()}
