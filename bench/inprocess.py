@@ -32,14 +32,13 @@ def timed_ms(fn, repeats: int) -> list[float]:
 def checkpoint_costs(app, repeats: int) -> dict:
     """Training-thread time of one `latest` checkpoint: as shipped (artifact logged from a background thread), and
     with the artifact logged inline, for contrast."""
-    checkpointer = app.checkpointers["checkpointer"]
-    saver = checkpointer.save_handler
+    checkpointer, uploader = app.checkpointers["checkpointer"], app.uploader
     background = timed_ms(lambda: checkpointer(app.trainer), repeats)
-    saver.wait()
-    original_submit = saver._uploader.submit
-    saver._uploader.submit = lambda fn, *args: fn(*args) or _Done()  # run the W&B logging on this thread
+    uploader.wait()
+    original_submit = uploader._pool.submit
+    uploader._pool.submit = lambda fn, *args: fn(*args) or _Done()  # run the W&B logging on this thread
     inline = timed_ms(lambda: checkpointer(app.trainer), repeats)
-    saver._uploader.submit = original_submit
+    uploader._pool.submit = original_submit
     size = max((app.output_dir / "checkpoints").glob("checkpoint_*.pt"), key=os.path.getmtime).stat().st_size
     return {"checkpoint_blocked_ms": statistics.median(background), "checkpoint_blocked_ms_max": max(background),
             "checkpoint_inline_upload_ms": statistics.median(inline), "checkpoint_bytes": size}
@@ -59,7 +58,8 @@ def main() -> None:
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
-    flags = ["--dataset", args.dataset, "--epochs", "1", "--no-progress-bar", "--output-dir", args.output_dir]
+    flags = ["--dataset", args.dataset, "--epochs", "1", "--no-progress-bar", "--output-dir", args.output_dir,
+             "--log-checkpoints", "all"]  # every checkpoint logs a version: what the costs below include
     app = attach_handlers(build(parse(flags)))
     app.trainer.run(app.loaders.train, max_epochs=1, epoch_length=4)  # a trainer state to checkpoint
     results = checkpoint_costs(app, args.repeats)
