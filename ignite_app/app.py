@@ -140,15 +140,15 @@ class App:
     def _claim_resumed_file(self, checkpoint: resume.ResolvedCheckpoint) -> None:
         """A file holds its checkpointer's state from just before the file was written (Checkpoint saves `to_save`
         first, then adds the new file to its list): put the resumed file back on its writer's list, so that it is
-        pruned in turn like the files written after it."""
+        pruned in turn like the files written after it. The latest checkpointer's list comes from the directory."""
         best = self.checkpointers.get("best_checkpointer")
         if best is None:
             return
+        self._reconcile_latest(int(checkpoint.content["trainer"]["iteration"]))
         name = checkpoint.path.name
-        if name.startswith(f"{best.filename_prefix}_"):
-            writer, priority = best, checkpoint.content.get("best_metrics", {}).get("best", {}).get("accuracy")
-        else:
-            writer, priority = self.checkpointers["checkpointer"], int(checkpoint.content["trainer"]["iteration"])
+        if not name.startswith(f"{best.filename_prefix}_"):
+            return
+        writer, priority = best, checkpoint.content.get("best_metrics", {}).get("best", {}).get("accuracy")
         saved = writer.state_dict()["_saved"]  # [(priority, filename)], lowest priority (pruned first) first
         if priority is None or any(filename == name for _, filename in saved):
             return
@@ -156,6 +156,25 @@ class App:
             # the file the writer pruned for this one (as Checkpoint.__call__ does); a kill may have left it on disk
             writer.save_handler.remove(saved.pop(0)[1])
         writer.load_state_dict({"_saved": sorted([*saved, (priority, name)], key=lambda item: item[0])})
+
+    def _reconcile_latest(self, iteration: int) -> None:
+        """The latest checkpointer's list of files, from the directory rather than the resumed file: its saved list
+        names files that may be gone, and misses the files written after it (a best file holds the state from before
+        that epoch's latest file, which then was never pruned). Its files up to the resumed iteration are the list;
+        the newest --n-saved are kept, as the uninterrupted run keeps them."""
+        writer = self.checkpointers["checkpointer"]
+        directory = Path(writer.save_handler.dirname)
+        prefix = f"{writer.filename_prefix}_" if writer.filename_prefix else ""
+        on_disk = []
+        for path in directory.glob(f"{prefix}checkpoint_*.pt"):
+            step = path.stem[len(f"{prefix}checkpoint_"):]
+            if step.isdigit() and int(step) <= iteration:
+                on_disk.append((int(step), path.name))
+        on_disk.sort()
+        keep = len(on_disk) if writer.n_saved is None else writer.n_saved
+        for _, old in on_disk[:-keep] if keep else on_disk:
+            writer.save_handler.remove(old)  # deferred: goes once the next checkpoint is on disk
+        writer.load_state_dict({"_saved": on_disk[-keep:] if keep else []})
 
     def run(self) -> dict[str, float]:
         """Train for config.epochs (continuing a checkpoint if given), then evaluate the test set once."""

@@ -282,6 +282,19 @@ def test_every_kept_checkpoint_is_a_resume_point(uninterrupted, tmp_path):
         assert_same_tensors(expected, load(copy if done else copy.parent / FINAL)["model"])
 
 
+def test_resuming_the_best_checkpoint_to_train_longer_keeps_pruning_every_latest_file(uninterrupted, tmp_path):
+    """The best file holds the latest checkpointer's state from before that epoch's latest file was written: resumed
+    with a larger --epochs, that latest file (on disk beside it, as the run left it) was on no list and stayed
+    forever beside the --n-saved newer ones. The list now comes from the directory."""
+    shutil.copytree(uninterrupted / "runs", tmp_path / "runs")
+    best = only([p for p in checkpoints(tmp_path) if p.name.startswith("best")])
+    iteration = load(best)["trainer"]["iteration"]
+    resumed = run_train([*ARGS, "--epochs", "4", "--resume", str(best), "--no-onnx", "--no-test-report"], tmp_path)
+    assert f"at iteration {iteration}" in resumed.stdout
+    assert {p.name for p in checkpoints(tmp_path) if not p.name.startswith("best")} == {"checkpoint_40.pt",
+                                                                                       "checkpoint_44.pt"}
+
+
 def test_two_processes_resuming_one_run_the_second_gets_exit_2_naming_the_holder(uninterrupted, tmp_path):
     """One process trains a run at a time: the run directory's lock (filelock's flock, released by the kernel when
     the holder dies, so a killed run's lock never blocks) stops a second resume before it writes anything."""
