@@ -80,7 +80,8 @@ def test_one_run_one_directory_and_the_same_metrics_on_every_rank(uninterrupted)
     summary = inspect_summary(run_dir)
     assert summary["run_id"] == out.name
     # rank 1 wrote nothing of its own: no second W&B run, log or directory besides the test's rank files
-    assert sorted(p.name for p in uninterrupted.iterdir()) == ["rank0.json", "rank1.json", "runs", "wandb"]
+    assert sorted(p.name for p in uninterrupted.iterdir()) == [
+        "rank0.json", "rank1.json", "runs", "wandb", "wandb-data"]  # wandb-data: W&B's data dir (clean_env)
     assert sorted(p.name for p in (uninterrupted / "wandb").iterdir()) == sorted(
         ["debug-internal.log", "debug.log", "latest-run", run_dir.name])
     r0, r1 = ranks(uninterrupted)
