@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -61,16 +62,26 @@ def offline_runs(tmp_path: Path) -> list[Path]:
     return sorted((tmp_path / "wandb").glob("offline-run-*"))
 
 
+def _inspect(run_dir: Path, *flags: str) -> str:
+    """`wandb leet inspect [FLAGS] --json RUN_DIR`'s output. The suite reads some runs many times (the uninterrupted
+    reference run of the resume tests, say), and each read is a process that imports wandb: the output is kept per
+    state of the run's .wandb file (its size and modification time), so a run that changes is read again."""
+    states = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(Path(run_dir).glob("*.wandb"))]
+    return _inspect_once(str(run_dir), flags, tuple(states)) if states else _inspect_once.__wrapped__(str(run_dir), flags, ())
+
+
+@functools.lru_cache(maxsize=None)
+def _inspect_once(run_dir: str, flags: tuple[str, ...], _state: tuple) -> str:
+    return subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", *flags, "--json", run_dir],
+                          capture_output=True, text=True, check=True).stdout
+
+
 def inspect_summary(run_dir: Path) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(run_dir)],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+    return json.loads(_inspect(run_dir, "--summary"))
 
 
 def inspect_records(run_dir: Path) -> list[dict[str, Any]]:
-    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_dir)],
-                         capture_output=True, text=True, check=True)
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    return [json.loads(line) for line in _inspect(run_dir).splitlines() if line.strip()]
 
 
 def history(run_dir: Path) -> list[dict[str, Any]]:

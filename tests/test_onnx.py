@@ -103,12 +103,13 @@ def test_training_exports_verifies_and_logs_onnx(trained):
 @pytest.mark.e2e
 def test_failed_export_is_reported_and_training_finishes(tmp_path):
     handler = str(ROOT / "tests" / "user_handlers.py") + ":break_onnx"
-    proc = run_train([*QUICK, "--epochs", "1", "--handler", handler], tmp_path)
+    proc = run_train([*QUICK, "--epochs", "1", "--no-test-report", "--handler", handler], tmp_path)
     assert "ONNX export/verification failed" in proc.stdout and "Test results" in proc.stdout
     s = inspect_summary(offline_runs(tmp_path)[0])["summary"]
     assert s["onnx/verified"] is False and "failed" in s["onnx/error"] and "test/accuracy" in s
     assert list((tmp_path / "runs").glob("*/checkpoints/checkpoint_*.pt"))
-    strict = run_train([*QUICK, "--epochs", "1", "--handler", handler, "--onnx-strict"], tmp_path, check=False)
+    strict = run_train([*QUICK, "--epochs", "1", "--no-test-report", "--handler", handler, "--onnx-strict"], tmp_path,
+                       check=False)
     assert strict.returncode == 1
 
 

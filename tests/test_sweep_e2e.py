@@ -162,7 +162,7 @@ def test_hyperband_prunes_a_trial_and_a_diverging_trial_fails_cleanly(tmp_path):
 
 def test_a_sweep_agents_run_id_names_the_run_dir_and_checkpoints(tmp_path):
     """Under `wandb agent`, wandb.init takes WANDB_RUN_ID whatever id it is given: the run must use the same one."""
-    run_train([*QUICK, "--kernels", "4", "8", "--no-onnx", "--watch", "off"], tmp_path,
+    run_train([*QUICK, "--kernels", "4", "8", "--no-onnx", "--no-test-report", "--watch", "off"], tmp_path,
               env=clean_env(tmp_path, WANDB_SWEEP_ID="sweep123", WANDB_RUN_ID="agentrun1", WANDB_MODE="offline"))
     (run,) = offline_runs(tmp_path)
     assert run.name.endswith("-agentrun1")
