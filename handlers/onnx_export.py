@@ -1,7 +1,8 @@
 """An Ignite handler that exports the model to ONNX, verifies it with onnxruntime, and logs it to W&B.
 
     exporter = OnnxExportHandler(model, images, run_dir, run)   # opset, exporter: config.py's defaults
-    exporter.attach(trainer, evaluator, on_best=True)   # COMPLETED, and each new best validation score
+    exporter.attach(test_evaluator, evaluator, on_best=True)   # when the test set is evaluated (or the trainer
+                                                               # completes), and on each new best validation score
 
 A failed export or verification is printed and recorded in the W&B summary (`onnx/error`); training goes on and
 keeps its checkpoints, unless `strict=True` makes it fatal.
@@ -96,9 +97,10 @@ class OnnxExportHandler:
         shutil.copyfile(path, Path(self.run.dir) / path.name)
         self.run.save(str(Path(self.run.dir) / path.name), base_path=self.run.dir, policy="now")
 
-    def attach(self, trainer: Engine, evaluator: Optional[Engine] = None, on_best: bool = False) -> None:
-        """On trainer COMPLETED; with on_best, also whenever the best-score Checkpoint on `evaluator` saves."""
-        trainer.add_event_handler(Events.COMPLETED, self)
+    def attach(self, engine: Engine, evaluator: Optional[Engine] = None, on_best: bool = False) -> None:
+        """On `engine`'s COMPLETED (the test evaluator in `scripts/train.py`, so the export follows the test result;
+        or a trainer); with on_best, also whenever the best-score Checkpoint on `evaluator` saves."""
+        engine.add_event_handler(Events.COMPLETED, self)
         if on_best:
             if evaluator is None:
                 raise ValueError("on_best=True needs the evaluator that the best-score Checkpoint is attached to")

@@ -190,7 +190,8 @@ class WandBCheckpointSaver(DiskSaver):
         with checkpoint_write(self.dirname, filename):  # a full disk: one clear message, no temp file left
             super().__call__(checkpoint, filename, metadata)
         for old in self._prune_after_write:
-            self._remove_now(old)
+            if old != filename:  # Checkpoint "prunes" a file it saves again under the same name (same step)
+                self._remove_now(old)
         self._prune_after_write.clear()
         if self.uploader is None:
             return

@@ -179,12 +179,9 @@ class App:
                      else f"Training stopped at iteration {stopped.iteration}: {stopped.message}.")
             tracking.log_summary(self.wandb_logger, {"stopped": stopped.summary,
                                                      "stopped_at_iteration": stopped.iteration})
-        self.test_evaluator.run(self.loaders.test)
+        self.test_evaluator.run(self.loaders.test)  # its COMPLETED handlers: the result line, then the ONNX export
         test = {f"test/{k}": float(v) for k, v in self.test_evaluator.state.metrics.items()}
         val = {f"validation/{k}": float(v) for k, v in self.evaluator.state.metrics.items()}
-        self.log("Test results: " + "  ".join(f"{k} {v:.4f}" for k, v in test.items()))
-        tracking.log_summary(self.wandb_logger, {**test, "trainer/epoch": self.trainer.state.epoch})
-        self.wandb_logger.log(test, step=self.trainer.state.iteration)
         return {**val, **test}
 
     def _stop_diverged(self) -> None:
@@ -503,6 +500,9 @@ def _attach_wandb(app: App) -> None:
         metric_names="all",
         global_step_transform=global_step_from_engine(trainer, Events.ITERATION_COMPLETED),
     )
+    # the iteration's records go to W&B from a background thread (background_log.BackgroundLogWandBLogger); each epoch
+    # ends with all of them sent, so a record logged another way after it is not overtaken
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: tracking.flush(logger))
     if cfg.watch != "off":
         logger.watch(app.model, log=cfg.watch, log_freq=cfg.watch_freq)
 
@@ -541,6 +541,19 @@ def _attach_checkpoints(app: App) -> None:
         trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=mid_epoch), latest)
 
 
+def _attach_test_results(app: App) -> None:
+    """The test result line, the W&B summary and history of the test metrics: the first test-evaluator COMPLETED
+    handler, so the user reads the result before the test report and the ONNX export run."""
+
+    @app.test_evaluator.on(Events.COMPLETED)
+    def _report(engine: Engine) -> None:
+        test = {f"test/{k}": float(v) for k, v in engine.state.metrics.items()}
+        app.log("Test results: " + "  ".join(f"{k} {v:.4f}" for k, v in test.items()))
+        tracking.log_summary(app.wandb_logger, {**test, "trainer/epoch": app.trainer.state.epoch})
+        app.wandb_logger.log(test, step=app.trainer.state.iteration)
+        tracking.flush(app.wandb_logger)  # the test report that follows logs its tables with run.log
+
+
 def _attach_onnx(app: App) -> None:
     cfg = app.config
     if not cfg.onnx or not distributed.is_main():  # rank 0 exports the unwrapped model; the others train on
@@ -554,7 +567,9 @@ def _attach_onnx(app: App) -> None:
         metadata=model_metadata(cfg.dataset, info.classes, app.run_id, info.channels, info.size, cfg.val_fraction,
                                 cfg.seed),
     )
-    app.onnx_exporter.attach(app.trainer, app.evaluator, on_best=cfg.onnx_on_best)
+    # after the test evaluation and its result line, not on the trainer's COMPLETED: the export and its verification
+    # (0.5-3 s) are off the path to the result, and a preempted or diverged run, which skips the test set, skips them
+    app.onnx_exporter.attach(app.test_evaluator, app.evaluator, on_best=cfg.onnx_on_best)
 
 
 def _attach_test_report(app: App) -> None:
@@ -600,8 +615,9 @@ def attach_handlers(app: App) -> App:
     if "early_stopping" in app.to_save:  # after validation's metrics exist, before the epoch's checkpoint
         app.evaluator.add_event_handler(Events.COMPLETED, app.to_save["early_stopping"])
     _attach_checkpoints(app)
-    _attach_onnx(app)
+    _attach_test_results(app)
     _attach_test_report(app)
+    _attach_onnx(app)
     _attach_wandb(app)
     for attach_user_handler in app.user_handlers:
         attach_user_handler(app)

@@ -204,7 +204,8 @@ def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
     import wandb
 
     from ignite_app.disk import describe, disk_error
-    from ignite_app.wandb_disk import GuardedWandBLogger, check_space, reset, warn
+    from ignite_app.background_log import BackgroundLogWandBLogger
+    from ignite_app.wandb_disk import check_space, reset, warn
 
     reset()
     # Python's logging prints a traceback for every record it cannot write: with WANDB_DIR full, W&B's debug.log
@@ -220,7 +221,7 @@ def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
         settings["init_timeout"] = AUTO_INIT_TIMEOUT_SECONDS
 
     def start(run_mode: str, run_settings: dict[str, Any]):
-        return GuardedWandBLogger(
+        return BackgroundLogWandBLogger(
             project=project_of(config), entity=config.wandb_entity, name=config.wandb_name,
             tags=list(config.wandb_tags) or None, notes=config.wandb_notes, group=config.wandb_group,
             config=config.to_dict(), id=run_id, resume="allow" if resume else None, mode=run_mode,
@@ -301,4 +302,11 @@ def log_summary(logger, values: dict[str, Any]) -> None:
 
 def close(logger) -> None:
     """Finish the W&B run; a full or unwritable WANDB_DIR costs W&B's records, not the run (one warning)."""
-    logger.close()  # GuardedWandBLogger: checks the space left, tolerates a disk error
+    logger.close()  # BackgroundLogWandBLogger: sends what is queued; checks the space left, tolerates a disk error
+
+
+def flush(logger) -> None:
+    """Every record logged so far has reached W&B (`BackgroundLogWandBLogger` queues them): before a direct
+    `run.log` of ours (the test report's tables), and at each epoch's end."""
+    if hasattr(logger, "flush"):
+        logger.flush()

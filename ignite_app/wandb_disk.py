@@ -7,8 +7,8 @@ The first such failure prints one warning line; later ones are silent, so a run 
 with its checkpoints, printed results and exit code 0 instead of thousands of lines of tracebacks. What W&B does
 itself (measured with wandb 0.31 on a full tmpfs): wandb-core keeps running when its writes fail with ENOSPC, logs
 "failed to save record" to its debug-internal.log and drops the records, and `run.log` of scalars never raises; the
-Python side raises OSError when it copies media (tables, images, plots) into the run directory, when `run.save`
-copies a file there, and from `run.finish` (closing its debug.log). Since the core's losses are silent, the free
+Python side raises OSError when it copies media (tables, images, plots) into the run directory and from
+`run.finish` (closing its debug.log), as does the ONNX handler's copy of model.onnx into the run directory. Since the core's losses are silent, the free
 space and writability of the run directory are also checked when the run starts and ends (`check_space`).
 """
 from __future__ import annotations

@@ -45,6 +45,18 @@ def test_a_run_resumed_from_an_older_checkpoint_prunes_files_already_gone(tmp_pa
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["checkpoint_5.pt", "checkpoint_6.pt"]
 
 
+def test_saving_the_same_step_again_keeps_the_file(tmp_path):
+    """Checkpoint removes a file it saves again under the same name (the same step, e.g. a checkpoint asked for twice
+    at one iteration) before writing it; the saver prunes after the write, so that must not delete the new file."""
+    model = torch.nn.Linear(2, 2)
+    trainer = Engine(lambda engine, batch: 0.0)
+    checkpointer = _checkpointer(tmp_path, trainer, model)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, checkpointer)
+    trainer.run([0, 0], max_epochs=1)
+    checkpointer(trainer)  # iteration 2 again
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["checkpoint_1.pt", "checkpoint_2.pt"]
+
+
 def test_a_failed_write_leaves_no_partial_file_and_the_earlier_checkpoints_intact(tmp_path):
     """Atomic writes: torch.save goes to a temp file that replaces the target only when complete."""
     model = torch.nn.Linear(2, 2)

@@ -80,14 +80,16 @@ def test_an_opset_the_exporter_does_not_write_is_an_error_not_a_silent_18(tmp_pa
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("onnx_run")
-    run_train([*QUICK, "--onnx-on-best"], tmp)
+    proc = run_train([*QUICK, "--onnx-on-best"], tmp)
     (run_dir,) = offline_runs(tmp)
-    return tmp, run_dir, next((tmp / "runs").iterdir())
+    return tmp, run_dir, next((tmp / "runs").iterdir()), proc.stdout
 
 
 @pytest.mark.e2e
 def test_training_exports_verifies_and_logs_onnx(trained):
-    _, run_dir, out = trained
+    _, run_dir, out, stdout = trained
+    # the final export follows the test result: it is not on the path from launch to the result line
+    assert stdout.index("Test results") < stdout.index(f"ONNX: {out / 'model.onnx'}")
     assert (out / "model.onnx").is_file() and (out / "model-best.onnx").is_file()
     summary = inspect_summary(run_dir)
     s = summary["summary"]
@@ -115,7 +117,7 @@ def test_failed_export_is_reported_and_training_finishes(tmp_path):
 
 @pytest.mark.e2e
 def test_export_script_and_predict_script_agree_with_pytorch(trained, tmp_path):
-    tmp, run_dir, out = trained
+    tmp, run_dir, out, _ = trained
     exported = tmp_path / "exported.onnx"
     proc = run_script("export_onnx.py", ["--checkpoint", str(out), "--output", str(exported)], tmp_path)
     assert "onnxruntime matches PyTorch" in proc.stdout
@@ -133,7 +135,7 @@ def test_export_script_and_predict_script_agree_with_pytorch(trained, tmp_path):
 def test_predict_on_image_files(trained, tmp_path, digits_images):
     from PIL import Image
 
-    _, _, out = trained
+    _, _, out, _ = trained
     files = []
     for i in range(3):
         path = tmp_path / f"digit{i}.png"
