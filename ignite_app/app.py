@@ -38,7 +38,7 @@ from ignite_app.augment import BatchAugment
 from ignite_app.data import Loaders, Splits, make_loaders, splits_from_config, verification_images
 from ignite_app.engines import GradNormClipper, create_engines
 from ignite_app.errors import TrainingStopped, UserError, quiet_engine_logs
-from ignite_app.preemption import Preempted, Preemption
+from ignite_app.preemption import CLOSING, FINISHING, Preempted, Preemption
 from ignite_app.runlock import RunLock
 from ignite_app.models import build_model, check_model_name
 from ignite_app.schedules import create_lr_scheduler
@@ -179,7 +179,8 @@ class App:
                      else f"Training stopped at iteration {stopped.iteration}: {stopped.message}.")
             tracking.log_summary(self.wandb_logger, {"stopped": stopped.summary,
                                                      "stopped_at_iteration": stopped.iteration})
-        self.test_evaluator.run(self.loaders.test)  # its COMPLETED handlers: the result line, then the ONNX export
+        with Preemption(doing=FINISHING):  # training is complete: a signal no longer costs the run its results
+            self.test_evaluator.run(self.loaders.test)  # its COMPLETED handlers: the result line, then the ONNX export
         test = {f"test/{k}": float(v) for k, v in self.test_evaluator.state.metrics.items()}
         val = {f"validation/{k}": float(v) for k, v in self.evaluator.state.metrics.items()}
         return {**val, **test}
@@ -632,4 +633,5 @@ def training(local_rank: int, config: Config, checkpoint: Optional[resume.Resolv
     try:
         return app.run()
     finally:
-        app.close()
+        with Preemption(doing=CLOSING):  # W&B's records of the run are complete only once it is closed
+            app.close()

@@ -7,6 +7,7 @@ the W&B run is marked preempting and closed, and the process exits 128 + the sig
     with Preemption(app.request_stop) as preemption:   # installs the handlers, restores the previous ones after
         trainer.run(...)
     if preemption.signum: ...                           # checkpoint, mark preempting, raise Preempted
+    with Preemption(doing=FINISHING): ...               # after training: a signal is announced, the run finishes
 """
 from __future__ import annotations
 
@@ -28,12 +29,20 @@ class Preempted(AppError):
         self.exit_code = 128 + signum
 
 
+# what a signal does while training, and once training is complete (the test evaluation, W&B's close): the run's
+# results are seconds away then, and the default action (SIGTERM kills at once) would lose them and leave W&B open
+STOPPING = "finishing this iteration, then writing a checkpoint and exiting (rerun with --auto-resume to continue)"
+FINISHING = ("training is complete; finishing the test evaluation (and the ONNX export) and closing W&B (seconds), "
+             "then exiting")
+CLOSING = "closing W&B and the checkpoint uploads (seconds), then exiting"
+
+
 class Preemption:
     """Signal handlers that ask the trainer to stop (Python runs them in the main thread between bytecodes, so the
     iteration in progress completes first); installed only in the main thread, where Python allows them."""
 
-    def __init__(self, request_stop: Callable[[str], None]) -> None:
-        self.request_stop = request_stop
+    def __init__(self, request_stop: Optional[Callable[..., None]] = None, doing: str = STOPPING) -> None:
+        self.request_stop, self.doing = request_stop, doing
         self.signum: Optional[int] = None
         self._previous: dict[int, object] = {}
 
@@ -57,6 +66,6 @@ class Preemption:
             return
         self.signum = signum
         # os.write, not print: a signal handler can interrupt a print to the same stream
-        os.write(2, f"\n{name} received: finishing this iteration, then writing a checkpoint and exiting "
-                    "(rerun with --auto-resume to continue; Ctrl-C again exits at once).\n".encode())
-        self.request_stop(f"{name} received", preempt=True)
+        os.write(2, f"\n{name} received: {self.doing}; Ctrl-C again exits at once.\n".encode())
+        if self.request_stop is not None:
+            self.request_stop(f"{name} received", preempt=True)

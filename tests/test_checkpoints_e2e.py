@@ -206,6 +206,21 @@ def test_preemption_signal_checkpoints_exits_128_plus_signal_and_resumes_bit_exa
     assert_same_final_state(uninterrupted, tmp_path)
 
 
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_signal_during_the_test_evaluation_lets_the_finished_run_end_with_its_results(uninterrupted, tmp_path,
+                                                                                      signame):
+    """Training is complete then: SIGTERM's default action killed the process silently, losing the test results
+    and leaving the W&B run open; SIGINT ended in `interrupted`, exit 130. Now the run finishes: exit 0, one line."""
+    stopped = run_train([*ARGS, "--handler", str(ROOT / "tests" / "user_handlers.py") + ":signal_in_test",
+                         "--handler-arg", f"signame={signame}"], tmp_path, check=False)
+    assert stopped.returncode == 0, stopped.stderr[-3000:]
+    assert f"{signame} received: training is complete; finishing the test evaluation" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    summary = inspect_summary(only(offline_runs(tmp_path)))["summary"]
+    expected = inspect_summary(only(offline_runs(uninterrupted)))["summary"]
+    assert summary["test/accuracy"] == expected["test/accuracy"] and "stopped" not in summary
+
+
 def test_sigterm_from_outside_at_a_random_moment_then_auto_resume_is_bit_exact(uninterrupted, tmp_path):
     import random
     import signal
@@ -225,8 +240,9 @@ def test_sigterm_from_outside_at_a_random_moment_then_auto_resume_is_bit_exact(u
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
     if proc.returncode in (0, -signal.SIGTERM):
-        # the signal came after training ended (test evaluation, ONNX export: the default handler is back): the final
-        # checkpoint is complete, and --auto-resume only evaluates
+        # the signal came after training ended: during the test evaluation or W&B's close the run finishes (0);
+        # in the instants between those, the default handler kills it: the final checkpoint is complete, and
+        # --auto-resume only evaluates
         if proc.returncode:
             run_train([*ARGS, "--auto-resume"], tmp_path)
         assert_same_final_state(uninterrupted, tmp_path)

@@ -141,6 +141,14 @@ def signal_at(app, iteration: int, signame: str = "SIGTERM") -> None:
         os.kill(os.getpid(), getattr(signal, signame))
 
 
+def signal_in_test(app, signame: str = "SIGTERM") -> None:
+    """Send this process `signame` during the test evaluation, once training is complete."""
+
+    @app.test_evaluator.on(Events.ITERATION_COMPLETED(once=1))
+    def _signal(_):
+        os.kill(os.getpid(), getattr(signal, signame))
+
+
 def terminate_at(app, iteration: int) -> None:
     """Stop training from a user's handler: `trainer.terminate()` once the trainer completes `iteration`."""
 
