@@ -85,8 +85,25 @@ def stop_after_first_iteration(app) -> None:
         engine.terminate()
 
 
+def epoch_cpu_time(app) -> None:
+    """A --handler for the throughput runs: CPU seconds of this process (all its threads) over the epoch's
+    iterations. On a shared machine wall time moves with the other jobs' load; CPU time much less (W&B's service
+    is another process and not counted)."""
+    from ignite.engine import Events
+
+    marks: dict[str, float] = {}
+    app.trainer.add_event_handler(Events.EPOCH_STARTED, lambda _: marks.update(start=time.process_time()))
+    app.trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _: marks.update(end=time.process_time()))
+
+    @app.trainer.on(Events.COMPLETED)
+    def _done(_):
+        print("BENCH " + json.dumps({"train_cpu_seconds": marks["end"] - marks["start"]}), flush=True)
+
+
 def train(args: list[str], tmp: Path, cache: Path) -> dict[str, Any]:
-    """One `train.py` process: its wall time, start-to-first-iteration seconds and BENCH values."""
+    """One `train.py` process: its wall time, start-to-first-iteration seconds and BENCH values (OMP_NUM_THREADS, when
+    set, passes on: `OMP_NUM_THREADS=1` makes the CPU-time figures independent of other jobs' load, as idle OpenMP
+    threads spin on a busy machine)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(WANDB_MODE="offline", WANDB_DIR=str(tmp), WANDB_SILENT="true", XDG_CACHE_HOME=str(cache),
                IGNITE_APP_NO_DOWNLOAD="1")
@@ -114,13 +131,16 @@ def cifar_throughput(tmp: Path, train_per_batch: int, test: int) -> dict[str, An
     start = time.perf_counter()
     data = write_fake_cifar10(tmp / "cifar", train_per_batch=train_per_batch, test=test)
     out: dict[str, Any] = {"generate_s": time.perf_counter() - start}
-    timing = ["--handler", f"{ROOT}/bench/probes.py:training_time"]
+    timing = ["--handler", f"{ROOT}/bench/probes.py:training_time",
+              "--handler", f"{ROOT}/bench/images.py:epoch_cpu_time"]
     for name, extra in (("plain", []), ("augment", ["--augment"])):
         run = train(["--dataset", "cifar10", "--data-dir", str(data), *timing, *extra], tmp, tmp / "cache")
         run["images_per_second"] = run["train_images"] / run["train_seconds"]
+        run["images_per_cpu_second"] = run["train_images"] / run["train_cpu_seconds"]
         out[name] = run
     out["train_images"] = out["plain"]["train_images"]
     out["augment_cost"] = out["plain"]["images_per_second"] / out["augment"]["images_per_second"] - 1.0
+    out["augment_cpu_cost"] = out["plain"]["images_per_cpu_second"] / out["augment"]["images_per_cpu_second"] - 1.0
     return out
 
 
@@ -149,9 +169,10 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     n = p["png_images"]
     return [
         (f"CIFAR-10 ({c['train_images']} train images, 3 x 32 x 32), convnet, no augmentation",
-         f"{c['plain']['images_per_second']:.0f} images/s"),
+         f"{c['plain']['images_per_second']:.0f} images/s ({c['plain']['images_per_cpu_second']:.0f} per CPU-second)"),
         ("CIFAR-10, convnet, --augment", f"{c['augment']['images_per_second']:.0f} images/s "
-                                         f"({100 * c['augment_cost']:+.1f}% time)"),
+                                         f"({c['augment']['images_per_cpu_second']:.0f} per CPU-second; "
+                                         f"{100 * c['augment_cpu_cost']:+.1f}% CPU time)"),
         (f"PNG decode into memory ({n} 32 x 32 files; every run that fits --max-memory)",
          f"{p['decode_in_memory_s']:.2f} s ({p['decode_images_per_second']:.0f} images/s)"),
         (f"same, scaled to CIFAR-10's {CIFAR10_IMAGES} images", f"{p['decode_cifar10_size_s']:.1f} s"),
@@ -171,7 +192,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ignite-app-bench-images-") as tmp:
         results = measure(Path(tmp), quick=args.quick)
-    results.update(machine=f"{os.cpu_count()} CPU cores", date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    results.update(machine=f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end",
+                   omp_num_threads=os.environ.get("OMP_NUM_THREADS"), date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                    command=" ".join(["python", "bench/images.py", *sys.argv[1:]]), table=rows(results))
     (Path(__file__).parent / "images_results.json").write_text(json.dumps(results, indent=2))
     for name, value in results["table"]:

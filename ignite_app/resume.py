@@ -92,8 +92,8 @@ def resolve_spec(spec: str, flag: str = "--resume") -> tuple[Path, str]:
 
 def _corrupt(origin: str, detail: str) -> UserError:
     return UserError(
-        f"Cannot read the checkpoint {origin}: the file is truncated or corrupt ({detail}). Resume from an earlier "
-        "checkpoint (checkpoints/ keeps --n-saved of them) or from its W&B artifact."
+        f"Cannot read the checkpoint {origin}: the file is truncated or corrupt ({detail}). Use an earlier "
+        "checkpoint (checkpoints/ keeps --n-saved of them) or its W&B artifact."
     )
 
 
@@ -118,7 +118,7 @@ def load_checkpoint(path: Path, origin: str) -> ResolvedCheckpoint:
         keys = sorted(content) if isinstance(content, dict) else type(content).__name__
         raise UserError(
             f"{origin} is not an ignite-app checkpoint (it holds {keys}; expected model, optimizer, trainer, meta, ...). "
-            "Resume from a file that ignite-app wrote under OUTPUT_DIR/RUN_ID/checkpoints/."
+            "Use a file that ignite-app wrote under OUTPUT_DIR/RUN_ID/checkpoints/."
         )
     version = content["meta"].get("format_version")
     if version not in READABLE_VERSIONS:

@@ -2,9 +2,10 @@
 
 Every stop goes through `trainer.terminate()`. The handlers that stop training for a reason of their own say so as
 they do it (`RecordingEarlyStopping`, `RecordingTerminateOnNan`, `distributed.StopTogether` for preemption signals and
-`App.request_stop`); a `terminate()` nobody claimed (a user's handler) is recorded on Events.TERMINATE under the name of
-the function that called it. `NanWatch` notes the first non-finite loss when `--no-terminate-on-nan` lets training run
-on. `App.run` prints the reason and writes it to the W&B summary (`stopped`, `stopped_at_iteration`).
+`App.request_stop`, a pruned sweep trial); a `terminate()` nobody claimed (a user's handler) is recorded on
+Events.TERMINATE under the name of the function that called it. `NanWatch` notes the first non-finite loss when
+`--no-terminate-on-nan` lets training run on. `App.run` prints the reason and writes it to the W&B summary
+(`stopped`, `stopped_at_iteration`).
 """
 from __future__ import annotations
 
