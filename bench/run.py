@@ -128,6 +128,10 @@ def inprocess(tmp: Path, env: dict, dataset: str) -> dict[str, Any]:
                       tmp, env))
 
 
+def step_options(tmp: Path, env: dict, rounds: int) -> dict[str, Any]:
+    return merged(run([PY, str(ROOT / "bench/step_options.py"), "--rounds", str(rounds)], tmp, env))
+
+
 def loop_overhead(tmp: Path, env: dict, dataset: str, rounds: int) -> dict[str, Any]:
     return merged(run([PY, str(ROOT / "bench/loop_overhead.py"), "--dataset", dataset, "--rounds", str(rounds),
                        "--output-dir", str(tmp / "loop")], tmp, env))
@@ -187,6 +191,10 @@ def summarize(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ratio(b.get("train_seconds"), a.get("train_seconds")), ".3f", 1.3, at_least=True)
     row("(a)/(b) whole process wall time", ratio(a["wall"], b["wall"]), ".3f")
     row("(a)/(c) whole process wall time (seed example as written)", ratio(a["wall"], c.get("wall")), ".3f", 0.7)
+    speedup = results.get("steps", {}).get("speedup_vs_eager_tutorial", {})
+    row("training step, default network (channels-last, pool before ReLU) vs the tutorial's eager loop, 1 thread, "
+        "CPU time (bench/step_options.py)", speedup.get("default"), ".2f", 1.3, "x", at_least=True)
+    row("same, with bf16 autocast (--amp: changes numerics)", speedup.get("default_bf16_autocast"), ".2f", unit="x")
     row("(a)/(d) whole process wall time (Lightning)", ratio(a["wall"], d.get("wall")), ".3f", 0.8)
     row("(a)/(d) training loop time (Lightning)", ratio(a.get("train_seconds"), d.get("train_seconds")), ".3f")
     row("(a)/(d) whole process wall time, two epochs, default flags (Lightning)", ratio(a2.get("wall"), d2.get("wall")),
@@ -275,6 +283,7 @@ def main() -> None:
     results["startup"] = startup(tmp, env, 2 if args.quick else 5)
     results["inprocess"] = inprocess(tmp, env, dataset)
     results["loop"] = loop_overhead(tmp, env, dataset, max(3, rounds + 2))
+    results["steps"] = step_options(tmp, env, 3 if args.quick else 6)
     results["overhead"] = overhead(tmp, env, dataset, rounds, two_epochs=not args.quick)
     if not args.quick and dataset == "fashion-mnist":
         results["time_to_accuracy"] = time_to_accuracy(tmp, env, args.tta_epochs)
