@@ -144,6 +144,14 @@ def predict(argv: Optional[Sequence[str]] = None) -> None:
                               for name, given in (("val_fraction", args.val_fraction), ("seed", args.seed)))
         splits = load_splits(dataset, args.data_dir, val_fraction, seed,
                              image_size=height if height == width and "height" in meta else None)
+        if classes and list(splits.info.classes) != list(classes):  # accuracy against another label set is noise
+            raise UserError(
+                f"{args.model} was trained on {meta.get('dataset', 'another dataset')} with the classes "
+                f"{', '.join(map(str, classes[:6]))}{', ...' if len(classes) > 6 else ''}; --dataset {dataset} has "
+                f"{', '.join(map(str, list(splits.info.classes)[:6]))}{', ...' if len(splits.info.classes) > 6 else ''}"
+                ": its labels would be scored against the other classes. Leave --dataset off (the model's own), or "
+                "pass one with the same classes."
+            )
         split = getattr(splits, args.split)
         pixels, labels, names = split.images.numpy().astype(np.float32), split.labels.numpy(), None
     else:

@@ -11,6 +11,7 @@ import pytest
 from ignite_app.data import load_splits
 from ignite_app.onnx_tools import model_metadata
 from ignite_app.predict import predict
+from helpers import FMNIST_SYSTEM_DIR
 
 
 @pytest.fixture
@@ -51,3 +52,17 @@ def test_predict_scores_the_training_runs_validation_split(linear_onnx, capsys):
     assert _scored(capsys) == _correct(weights, 0.3, 7)
     predict([str(path), "--split", "val", "--show", "0", "--seed", "42", "--val-fraction", "0.1"])  # flags win
     assert _scored(capsys) == _correct(weights, 0.1, 42)
+
+
+@pytest.mark.skipif(not FMNIST_SYSTEM_DIR.is_dir(), reason="needs Fashion-MNIST in /usr/share/datasets (Debian's "
+                    "dataset-fashion-mnist, which .ci/run installs)")
+def test_another_dataset_with_other_classes_is_refused_not_scored(linear_onnx, capsys):
+    """A digits model on --split test --dataset fashion-mnist printed an accuracy (0.16) of digit classes against
+    clothing labels, exit 0."""
+    from ignite_app.errors import UserError
+
+    path, _ = linear_onnx
+    with pytest.raises(UserError, match="trained on digits with the classes 0, 1, 2, 3, 4, 5, ...; --dataset "
+                                        "fashion-mnist has T-shirt/top"):
+        predict([str(path), "--split", "test", "--dataset", "fashion-mnist", "--show", "0"])
+    assert "accuracy" not in capsys.readouterr().out
