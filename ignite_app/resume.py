@@ -230,6 +230,8 @@ def read(spec: str, flag: str = "--resume") -> ResolvedCheckpoint:
 
 # the settings that decide how many batches an epoch has (besides the dataset's own size)
 EPOCH_LENGTH_SETTINGS = ("batch_size", "val_fraction", "data_dir", "skip_bad_images")
+# the settings that draw the validation split from the training images
+SPLIT_SETTINGS = ("val_fraction", "seed")
 
 
 def check_same_data(config: dict[str, Any], checkpoint: ResolvedCheckpoint) -> None:
@@ -241,6 +243,16 @@ def check_same_data(config: dict[str, Any], checkpoint: ResolvedCheckpoint) -> N
             f"The checkpoint {checkpoint.origin} was trained on --dataset {saved}, and this command asks for "
             f"--dataset {config['dataset']}: a resume continues the same run on the same data. Leave --dataset off "
             f"(a resume takes the checkpoint's), or start a new run on {config['dataset']} without --resume."
+        )
+    saved_config = checkpoint.meta.get("config", {})
+    changed = [f"--{k.replace('_', '-')} {saved_config[k]} -> {config[k]}" for k in SPLIT_SETTINGS
+               if k in saved_config and saved_config[k] != config[k]]
+    if changed:
+        raise UserError(
+            f"The checkpoint {checkpoint.origin} was trained with another validation split ({', '.join(changed)}): "
+            "the new validation split would hold images the model was trained on, and its validation accuracy (and "
+            "the best checkpoint chosen by it) would be inflated. Leave these flags off (a resume takes the "
+            "checkpoint's), or start a new run with them."
         )
 
 

@@ -109,6 +109,18 @@ def test_another_dataset_is_refused(tmp_path):
         resume.check_same_data(Config(dataset="mnist").to_dict(), checkpoint)
 
 
+@pytest.mark.parametrize("changed, fragment", [({"val_fraction": 0.3}, "--val-fraction 0.1 -> 0.3"),
+                                               ({"seed": 7}, "--seed 42 -> 7")])
+def test_another_validation_split_is_refused(tmp_path, changed, fragment):
+    """--val-fraction 0.3 --batch-size 32 on a resume was accepted (the epoch got longer): the new validation split
+    held ~290 images the model had trained on, and its validation accuracy rose from 0.951 to 0.968."""
+    path = fake_checkpoint(tmp_path, Config(dataset="digits"), 21, 21)
+    checkpoint = resume.load_checkpoint(path, str(path))
+    with pytest.raises(UserError, match="another validation split") as error:
+        resume.check_same_data(Config(dataset="digits", **changed).to_dict(), checkpoint)
+    assert fragment in str(error.value)
+
+
 def test_auto_resume_loads_the_checkpoint_once(tmp_path, monkeypatch):
     """find_auto_resume's check that the newest file is intact is the load the run uses: the worker gets it as is."""
     config = Config(dataset="digits", output_dir=str(tmp_path / "runs"), auto_resume=True)
