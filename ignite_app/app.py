@@ -38,7 +38,7 @@ from ignite_app.augment import BatchAugment
 from ignite_app.data import Loaders, Splits, make_loaders, splits_from_config, verification_images
 from ignite_app.engines import GradNormClipper, create_engines
 from ignite_app.errors import TrainingStopped, UserError, quiet_engine_logs
-from ignite_app.preemption import CLOSING, FINISHING, Preempted, Preemption
+from ignite_app.preemption import CLOSING, FINISHING, STARTING, Preempted, Preemption
 from ignite_app.runlock import RunLock
 from ignite_app.models import build_model, check_model_name
 from ignite_app.schedules import create_lr_scheduler
@@ -184,7 +184,7 @@ class App:
             self.restore(self.checkpoint)
         if state.iteration and state.iteration >= state.epoch_length * self.config.epochs:
             # Ignite would restart a finished run from scratch; a resumed one that is done has nothing to train
-            self.log(f"The checkpoint already completed {state.epoch} epochs (--epochs {self.config.epochs}): nothing "
+            self.log(f"The checkpoint already completed {state.epoch} epoch{'s' if state.epoch != 1 else ''} (--epochs {self.config.epochs}): nothing "
                      "to train; pass a larger --epochs to train longer. Evaluating the test set.")
         else:
             with Preemption(self.request_stop) as preemption:
@@ -648,7 +648,8 @@ def attach_handlers(app: App) -> App:
 
 def training(local_rank: int, config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None) -> dict[str, float]:
     """Shaped for `ignite.distributed.Parallel(...).run(training, config)`."""
-    app = attach_handlers(build(config, checkpoint))
+    with Preemption(doing=STARTING):  # a signal while the data loads or W&B starts: one line, exit 128 + signal
+        app = attach_handlers(build(config, checkpoint))
     try:
         return app.run()
     finally:

@@ -8,6 +8,7 @@ the W&B run is marked preempting and closed, and the process exits 128 + the sig
         trainer.run(...)
     if preemption.signum: ...                           # checkpoint, mark preempting, raise Preempted
     with Preemption(doing=FINISHING): ...               # after training: a signal is announced, the run finishes
+    with Preemption(doing=STARTING): ...                # start-up: nothing to checkpoint yet, so stop at once
 """
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ STOPPING = "finishing this iteration, then writing a checkpoint and exiting (rer
 FINISHING = ("training is complete; finishing the test evaluation (and the ONNX export) and closing W&B (seconds), "
              "then exiting")
 CLOSING = "closing W&B and the checkpoint uploads (seconds), then exiting"
+# before the first iteration nothing is trained yet: stop at once, with a message instead of the default silent death
+STARTING = "stopping the start-up at once (no training yet, so no checkpoint is written)"
 
 
 class Preemption:
@@ -65,6 +68,9 @@ class Preemption:
                 os._exit(128 + signum)
             return
         self.signum = signum
+        if self.doing == STARTING:
+            raise Preempted(f"Stopped by {name} during start-up, before the first training iteration: nothing was "
+                            "trained, so there is nothing to checkpoint. Rerun the same command to start again.", signum)
         # os.write, not print: a signal handler can interrupt a print to the same stream
         os.write(2, f"\n{name} received: {self.doing}; Ctrl-C again exits at once.\n".encode())
         if self.request_stop is not None:
