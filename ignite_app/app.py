@@ -440,8 +440,13 @@ def _run_location(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint
     if agent_run_id:  # under a W&B sweep agent, wandb.init takes the agent's run id whatever id it is given
         return agent_run_id, Path(config.output_dir) / agent_run_id
     if checkpoint is None:
-        run_id = tracking.given_run_id() or new_run_id()
-        return run_id, Path(config.output_dir) / run_id
+        given = tracking.given_run_id(flag=config.run_id)
+        run_id = given or new_run_id()
+        path = Path(config.output_dir) / run_id
+        if given and path.is_dir() and resume.checkpoints_newest_first(path):
+            raise UserError(f"The run {run_id} already has checkpoints under {path}: pass --auto-resume to continue it "
+                            f"(or --resume {path}), or give a new run another --run-id.")
+        return run_id, path
     run_id = checkpoint.meta["run_id"]
     return run_id, resume.run_dir_of(checkpoint.path) or Path(config.output_dir) / run_id
 

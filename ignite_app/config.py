@@ -129,7 +129,9 @@ class Config:
                              "printed, logged to W&B and written to test_report.csv/.png in the run directory", "logging")
     wandb_project: Optional[str] = _opt(None, "W&B project (default: $WANDB_PROJECT or ignite-app)", "wandb")
     wandb_entity: Optional[str] = _opt(None, "W&B entity (default: $WANDB_ENTITY or your default entity)", "wandb")
-    wandb_name: Optional[str] = _opt(None, "W&B run name", "wandb")
+    wandb_name: Optional[str] = _opt(None, "W&B run name; with --auto-resume, continue the run of this name", "wandb")
+    run_id: Optional[str] = _opt(None, "the run's id, naming OUTPUT_DIR/RUN_ID and the W&B run (default: $WANDB_RUN_ID, "
+                                 "else a new one); with --auto-resume, continue that run", "wandb")
     wandb_tags: tuple = _opt((), "W&B run tags", "wandb", item=str)
     wandb_notes: Optional[str] = _opt(None, "W&B run notes", "wandb")
     wandb_group: Optional[str] = _opt(None, "W&B run group", "wandb")

@@ -91,8 +91,8 @@ def _checkpoint_to_resume(config) -> "Optional[ResolvedCheckpoint]":
     if config.resume:
         return resume.read(config.resume)
     if config.auto_resume:
-        # this experiment's newest intact checkpoint (a sweep trial: its own run only)
-        found = resume.find_auto_resume(config.output_dir, tracking.given_run_id(), config.to_dict())
+        # this experiment's newest intact checkpoint (of the run --run-id / a sweep agent names, if one is named)
+        found = resume.find_auto_resume(config.output_dir, tracking.given_run_id(flag=config.run_id), config.to_dict())
         if found is None:
             print(f"--auto-resume: no checkpoint of this experiment under {config.output_dir}; starting a new run.", flush=True)
         return found

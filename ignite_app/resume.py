@@ -188,11 +188,22 @@ def matching_runs(output_dir: Path, config: dict[str, Any]) -> tuple[list[Path],
     return matched, others
 
 
+def run_name(run_dir: Path) -> Optional[str]:
+    """The --wandb-name a run was started with (its config.yaml), or None."""
+    import yaml
+
+    try:
+        return (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("wandb_name")
+    except (OSError, yaml.YAMLError):
+        return None
+
+
 def find_auto_resume(output_dir: str, run_id: Optional[str] = None, config: Optional[dict[str, Any]] = None,
                      warn: Callable[[str], None] = print) -> Optional[ResolvedCheckpoint]:
     """The newest intact checkpoint of this experiment under output_dir: of the runs whose config.yaml has the same
-    identity as `config` (the resolved config of this command, less what a resume may change), or of
-    output_dir/run_id when the run id is given from outside (a sweep agent's trials share one output dir). A newer
+    identity as `config` (the resolved config of this command, less what a resume may change) and, with
+    --wandb-name, that name; or of output_dir/run_id when the run id is given (--run-id, WANDB_RUN_ID, a sweep
+    agent's trials that share one output dir). A newer
     file that does not load (cut off by a crash, corrupt) is skipped with one warning line: every intact file is a
     resume point. When runs exist but none is this experiment, `warn` says why for each. The checkpoint comes back
     loaded: the check that it is intact is the load the run uses."""
@@ -202,6 +213,13 @@ def find_auto_resume(output_dir: str, run_id: Optional[str] = None, config: Opti
     candidates = checkpoints_newest_first(directory)
     if config is not None and not run_id:
         matched, others = matching_runs(directory, config)
+        if matched and config.get("wandb_name"):  # --wandb-name picks one of this experiment's runs
+            named = [run for run in matched if run_name(run) == config["wandb_name"]]
+            if not named:
+                warn(f"--auto-resume: no run of this experiment under {output_dir} is named "
+                     f"{config['wandb_name']!r} (--wandb-name); theirs: "
+                     f"{', '.join(f'{run.name} {run_name(run)!r}' for run in matched[:5])}.")
+            matched = named
         candidates = [p for p in candidates if any(run in p.parents for run in matched)]
         if not matched and others:
             warn(f"--auto-resume: no run under {output_dir} is this experiment (run: their value vs yours): "

@@ -131,17 +131,18 @@ def check_wandb_dir(wandb_dir: Optional[str]) -> None:
             return
 
 
-def given_run_id(environ: Optional[dict] = None) -> Optional[str]:
-    """The run id W&B will use when it is set from outside (WANDB_RUN_ID: by a sweep agent, or by the user), or None.
+def given_run_id(environ: Optional[dict] = None, flag: Optional[str] = None) -> Optional[str]:
+    """The run id set from outside (`--run-id`, else WANDB_RUN_ID: by a sweep agent, or by the user), or None.
 
     wandb.init uses WANDB_RUN_ID when no id is passed, and under a sweep agent it uses it even when one is: the run
     directory and checkpoint metadata must carry the same id."""
     environ = os.environ if environ is None else environ
-    run_id = (environ.get("WANDB_RUN_ID") or "").strip()
+    source, run_id = ("--run-id", flag.strip()) if flag else ("WANDB_RUN_ID", (environ.get("WANDB_RUN_ID") or "").strip())
     if not run_id:
         return None
-    if any(c in run_id for c in "/\\:#?%") or run_id in (".", ".."):
-        raise UserError(f"WANDB_RUN_ID={run_id!r} cannot be a W&B run id (no / \\ : # ? %); unset it or pick another.")
+    if any(c in run_id for c in "/\\:#?% ") or run_id in (".", ".."):
+        raise UserError(f"{source} {run_id!r} cannot be a W&B run id (no spaces or / \\ : # ? %); pick another"
+                        f"{' or unset it' if source == 'WANDB_RUN_ID' else ''}.")
     return run_id
 
 

@@ -54,6 +54,8 @@ def expect_user_error(run, tmp_path: Path, capsys, fragment: str) -> str:
 
 FLAG_CASES = [
     (["--seed", "-5"], "--seed must be at least 0, got -5"),
+    (["--run-id", "a/b"], "--run-id 'a/b' cannot be a W&B run id"),
+    (["--run-id", "earlier two"], "--run-id 'earlier two' cannot be a W&B run id"),
     (["--seed", str(2**32)], "--seed must be at most 4294967295"),
     (["--epochs", "1.7"], "--epochs must be a whole number, got 1.7"),
     (["--epochs", "0"], "--epochs must be at least 1"),

@@ -356,3 +356,29 @@ def test_auto_resume_continues_only_the_same_experiment(uninterrupted, tmp_path)
     assert (other / "config.yaml").read_text() == config_before and len(list((tmp_path / "runs").iterdir())) == 2
     longer = run_train([*ARGS, "--epochs", "4", "--auto-resume"], tmp_path)  # the first experiment, trained longer
     assert f"W&B run {other.name}" in longer.stdout and "at iteration 33" in longer.stdout
+
+
+def test_run_id_and_wandb_name_pick_the_run_to_continue_not_recency(uninterrupted, tmp_path):
+    """`--run-id ID --auto-resume` continues that run although a newer run of the same experiment exists; a given
+    id that already has checkpoints is not started again (exit 2, nothing written); `--wandb-name` picks the run of
+    that name among this experiment's runs."""
+    from ignite_app.cli import parse
+    from ignite_app.resume import find_auto_resume
+
+    runs = tmp_path / "runs"
+    shutil.copytree(uninterrupted / "runs", runs)
+    (first,) = runs.iterdir()
+    run_train([*ARGS, "--epochs", "1", "--run-id", "second", "--wandb-name", "b"], tmp_path)  # newer, same experiment
+    before = {str(p): p.stat().st_mtime_ns for p in runs.rglob("*")}
+    again = run_train([*ARGS, "--epochs", "1", "--run-id", "second"], tmp_path, check=False)
+    assert again.returncode == 2 and "already has checkpoints" in again.stderr and "Traceback" not in again.stderr
+    assert {str(p): p.stat().st_mtime_ns for p in runs.rglob("*")} == before
+    longer = run_train([*ARGS, "--epochs", "4", "--auto-resume", "--run-id", first.name], tmp_path)
+    assert f"W&B run {first.name}" in longer.stdout and "at iteration 33" in longer.stdout
+    # `first` now holds the newest checkpoint of this experiment; the name picks `second`
+    named = find_auto_resume(str(runs), None, parse([*ARGS, "--wandb-name", "b"]).to_dict(), warn=print)
+    assert named is not None and named.path.parent.parent.name == "second"
+    warnings: list[str] = []
+    assert find_auto_resume(str(runs), None, parse([*ARGS, "--wandb-name", "nobody"]).to_dict(),
+                            warn=warnings.append) is None
+    assert "named 'nobody'" in warnings[0] and "second 'b'" in warnings[0]
