@@ -280,11 +280,13 @@ def build_optimizer(config: Config, params) -> torch.optim.Optimizer:
     return cls(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None) -> App:
+def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None,
+          run_lock: Optional[RunLock] = None) -> App:
     """Build the run: data, model, optimizer, Ignite engines and the W&B run. Nothing is attached yet.
 
     With a checkpoint the run continues it: same run id, same output directory, same W&B run. Everything that can
-    fail on bad input is checked before anything is written.
+    fail on bad input is checked before anything is written. `run_lock`: the lock of the run directory, when the
+    caller took it before choosing the checkpoint (main.worker); otherwise it is taken here.
     """
     config = validate(config)  # a Config built in Python gets the same checks as one parsed from flags
     wandb_mode = tracking.resolve_mode(config.wandb_mode)
@@ -329,10 +331,10 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
         _check_same_classes(info.classes, checkpoint)
         resume.epoch_realignment(config.to_dict(), checkpoint, epoch_length)  # refused here, before anything is written
     # rank 0 chooses the run id and directory for all; it alone writes files and talks to W&B
-    run_lock = RunLock(wait=config.wait_for_lock)
+    run_lock = run_lock if run_lock is not None else RunLock(wait=config.wait_for_lock)
 
     def choose_location() -> tuple[str, str]:
-        run_id, path = _run_location(config, checkpoint)
+        run_id, path = run_location(config, checkpoint)
         check_output_dir(path)
         disk.check_room_for_a_checkpoint(path, sum(t.numel() * t.element_size() for t in model.state_dict().values()))
         if path.is_dir():  # an existing run (a resume): one process trains it at a time; a new one has a new id
@@ -434,7 +436,7 @@ def print_start(config: Config, run_id: str, output_dir: Path, device: torch.dev
     print("\n".join(lines), flush=True)
 
 
-def _run_location(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint]) -> tuple[str, Path]:
+def run_location(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint]) -> tuple[str, Path]:
     """(run id, output dir): a new id under --output-dir, or the checkpoint's run and directory."""
     agent_run_id = tracking.sweep_agent_run_id()
     if agent_run_id:  # under a W&B sweep agent, wandb.init takes the agent's run id whatever id it is given
@@ -651,10 +653,11 @@ def attach_handlers(app: App) -> App:
     return app
 
 
-def training(local_rank: int, config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None) -> dict[str, float]:
+def training(local_rank: int, config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None,
+             run_lock: Optional[RunLock] = None) -> dict[str, float]:
     """Shaped for `ignite.distributed.Parallel(...).run(training, config)`."""
     with Preemption(doing=STARTING):  # a signal while the data loads or W&B starts: one line, exit 128 + signal
-        app = attach_handlers(build(config, checkpoint))
+        app = attach_handlers(build(config, checkpoint, run_lock))
     try:
         return app.run()
     finally:

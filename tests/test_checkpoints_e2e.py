@@ -318,6 +318,55 @@ def test_two_processes_resuming_one_run_the_second_gets_exit_2_naming_the_holder
     assert "Traceback" not in waited.stderr and "Resumed from" in waited.stdout  # a killed holder's lock never blocks
 
 
+def test_a_process_that_waited_for_the_lock_resumes_the_holders_newest_checkpoint(tmp_path):
+    """`--wait-for-lock --auto-resume` beside a live run: it decided what to resume before it waited, so once the
+    holder finished it resumed the checkpoint that was newest when it started (12, not 33) and logged to W&B at steps
+    the holder had logged. Now it decides after the wait: it continues from the holder's final checkpoint."""
+    import subprocess
+    import sys
+    import time
+
+    from helpers import clean_env
+
+    gate = tmp_path / "go"
+    holder = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *ARGS, "--output-dir", str(tmp_path / "runs"),
+         "--handler", str(ROOT / "tests" / "user_handlers.py") + ":pause_at", "--handler-arg", "iteration=12",
+         "--handler-arg", f"until={gate}"],
+        cwd=tmp_path, env=clean_env(tmp_path), stdout=(tmp_path / "holder.log").open("w"), stderr=subprocess.STDOUT)
+    waiter, line = None, ""
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.name == "checkpoint_12.pt" for p in checkpoints(tmp_path)):  # the holder paused at 12
+            assert holder.poll() is None and time.monotonic() < deadline, (tmp_path / "holder.log").read_text()[-3000:]
+            time.sleep(0.1)
+        waiter = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "train.py"), *ARGS, "--epochs", "4", "--auto-resume",
+             "--wait-for-lock", "--output-dir", str(tmp_path / "runs")],
+            cwd=tmp_path, env=clean_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for line in waiter.stdout:  # it found the run (at checkpoint 12) and waits for the holder
+            if "Waiting for process" in line:
+                break
+        assert str(holder.pid) in line and waiter.poll() is None, line
+        gate.touch()  # the holder trains on to 33 and ends; then the waiter gets the lock
+        assert holder.wait(timeout=300) == 0, (tmp_path / "holder.log").read_text()[-3000:]
+        out, err = waiter.communicate(timeout=300)
+    finally:
+        for proc in (holder, waiter):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    assert waiter.returncode == 0 and "Traceback" not in err, err[-3000:]
+    assert "at iteration 33" in out and "at iteration 12" not in out, out
+    assert "is free; deciding again what to resume" in out
+    assert {p.name for p in checkpoints(tmp_path) if p.name.startswith("checkpoint_")} == {"checkpoint_40.pt",
+                                                                                       "checkpoint_44.pt"}
+    assert load(only(p for p in checkpoints(tmp_path) if p.name == "checkpoint_44.pt"))["trainer"]["iteration"] == 44
+    first, second = offline_runs(tmp_path)  # one W&B run in two directories; the second continues after step 33
+    assert inspect_summary(first)["run_id"] == inspect_summary(second)["run_id"]
+    steps = [row["_step"] for row in history(second)]
+    assert steps and min(steps) > 33 and steps == sorted(steps)
+
+
 def test_torture_eight_sigkills_at_random_instants_then_the_run_ends_bit_exact(uninterrupted, tmp_path):
     """SIGKILL a run with --checkpoint-every 1 at 8 random instants in a row (mid-iteration, mid-torch.save,
     mid-prune, mid-artifact staging), each time once it wrote a new checkpoint, rerunning with --auto-resume; the
