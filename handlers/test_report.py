@@ -4,8 +4,10 @@
     report.attach(test_evaluator)       # collects each batch's predictions; reports on COMPLETED
 
 It rides on the test evaluation the run does anyway (no second pass over the data) and produces:
-- a compact printed table: per-class precision, recall (= the class's accuracy) and support, and the confusion
-  matrix when there are at most 20 classes (else the 10 classes with the lowest recall);
+- a compact printed table: per-class precision, recall and support, and the confusion matrix when there are at most
+  20 classes (else the 10 classes with the lowest recall). A class's accuracy is its recall (the share of its images
+  classified right, as in the PyTorch tutorials' "accuracy for class"), and the title says so; the CSV and W&B tables
+  also carry it under its own name, `accuracy`, for readers without the title;
 - W&B: `test/confusion_matrix` (wandb.plot.confusion_matrix), `test/per_class` and `test/worst_images` tables (the
   misclassified test images with the highest loss, like the hard-examples handler);
 - `test_report.csv` (per class, with its row of the confusion matrix) and `test_report.png` (the matrix, drawn with
@@ -96,7 +98,8 @@ class TestReport:
         if show_matrix:
             head += "  | predicted: " + "".join(f"{j:>{cell}}" for j in range(k))
         title = (f"Test report: accuracy {r['accuracy']:.4f} on {int(r['support'].sum())} images"
-                 + ("" if show_matrix else f"; the 10 of {k} classes with the lowest recall"))
+                 + ("" if show_matrix else f"; the 10 of {k} classes with the lowest recall")
+                 + " (a class's recall is its accuracy: the share of its images classified right)")
         lines = [title, head]
         for i in order:
             line = f"{self.classes[i][:width]:<{width}}  {r['precision'][i]:9.3f}  {r['recall'][i]:6.3f}  {int(r['support'][i]):7d}"
@@ -109,10 +112,11 @@ class TestReport:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["class", "precision", "recall", "f1", "support", *[f"predicted {c}" for c in self.classes]])
-            for i, name in enumerate(self.classes):
-                writer.writerow([name, f"{r['precision'][i]:.6f}", f"{r['recall'][i]:.6f}", f"{r['f1'][i]:.6f}",
-                                 int(r["support"][i]), *map(int, r["matrix"][i])])
+            writer.writerow(["class", "precision", "recall", "accuracy", "f1", "support",
+                             *[f"predicted {c}" for c in self.classes]])
+            for i, name in enumerate(self.classes):  # a class's accuracy is its recall (module docstring)
+                writer.writerow([name, f"{r['precision'][i]:.6f}", f"{r['recall'][i]:.6f}", f"{r['recall'][i]:.6f}",
+                                 f"{r['f1'][i]:.6f}", int(r["support"][i]), *map(int, r["matrix"][i])])
 
     def write_png(self, r: dict[str, Any], path: Path) -> None:
         from matplotlib.figure import Figure  # a bare Figure renders with Agg: no pyplot, no global backend
@@ -133,9 +137,10 @@ class TestReport:
         import wandb
 
         labels, predicted = rows[:, 0].long(), rows[:, 1].long()
-        per_class = wandb.Table(columns=["class", "precision", "recall", "f1", "support"])
+        per_class = wandb.Table(columns=["class", "precision", "recall", "accuracy", "f1", "support"])
         for i, name in enumerate(self.classes):
-            per_class.add_data(name, float(r["precision"][i]), float(r["recall"][i]), float(r["f1"][i]), int(r["support"][i]))
+            per_class.add_data(name, float(r["precision"][i]), float(r["recall"][i]), float(r["recall"][i]),
+                               float(r["f1"][i]), int(r["support"][i]))
         values: dict[str, Any] = {
             "test/confusion_matrix": wandb.plot.confusion_matrix(
                 y_true=labels.tolist(), preds=predicted.tolist(), class_names=self.classes, title="Test confusion matrix"),
