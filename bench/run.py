@@ -278,6 +278,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="one round, no time-to-accuracy run")
     parser.add_argument("--rounds", type=int, help="rounds of the overhead comparison (default 3, 1 with --quick)")
+    parser.add_argument("--no-images", action="store_true",
+                        help="leave out bench/images.py's rows (run it alone: `python bench/images.py`)")
     parser.add_argument("--tta-epochs", type=int, default=8, help="epoch cap of the time-to-accuracy runs")
     parser.add_argument("--dataset", choices=("fashion-mnist", "digits"),
                         help="default: fashion-mnist when its system files are there, else digits")
@@ -302,7 +304,7 @@ def main() -> None:
     if not args.quick and dataset == "fashion-mnist":
         results["time_to_accuracy"] = time_to_accuracy(tmp, env, args.tta_epochs)
     results["table"] = summarize(results)
-    if not args.quick:
+    if not args.quick and not args.no_images:
         results["images"], rows = image_rows(tmp)
         results["table"] += rows
     if not args.quick:
