@@ -271,7 +271,8 @@ def splits_from_config(config, **lookup) -> Splits:
 
 def verification_images(splits: Splits, count: int = 64) -> torch.Tensor:
     """Real images to check an ONNX export against PyTorch: validation, then test images, repeated when a small
-    dataset has fewer than `count` (verification runs at batch sizes 1 and 37)."""
+    dataset has fewer than `count` (at least the largest of config.ONNX_VERIFY_BATCH_SIZES), so no --val-fraction is
+    too small for the verification."""
     images = torch.cat([splits.val.head(count), splits.test.head(count)])[:count]
     return images.repeat(-(-count // len(images)), 1, 1, 1)[:count]
 
