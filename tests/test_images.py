@@ -423,3 +423,23 @@ def test_test_report_numbers_on_a_known_confusion_matrix(tmp_path):
     assert rows[1] == "cat,0.750000,0.750000,0.750000,0.750000,4,3,1,0"
     assert rows[2] == "dog,0.500000,0.500000,0.500000,0.500000,2,0,1,1"
     assert (tmp_path / "test_report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_test_report_scores_equal_sklearns(seed):
+    """The report counts with numpy (sklearn.metrics' import cost 0.6 CPU-s a run); sklearn is the oracle, with an
+    empty class (no support and never predicted: zero_division=0) and a class predicted but never true."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    from ignite_app.handlers.test_report import scores
+
+    rng = np.random.default_rng(seed)
+    k = 7
+    labels = rng.choice([0, 1, 2, 3, 5], 300)  # 4 and 6 never true
+    predicted = np.where(rng.random(300) < 0.6, labels, rng.choice([0, 1, 2, 3, 6], 300))  # 4 never predicted
+    r = scores(labels, predicted, k)
+    assert r["matrix"].tolist() == confusion_matrix(labels, predicted, labels=list(range(k))).tolist()
+    expected = precision_recall_fscore_support(labels, predicted, labels=list(range(k)), zero_division=0)
+    for name, values in zip(("precision", "recall", "f1", "support"), expected):
+        np.testing.assert_allclose(r[name], values, rtol=1e-12, err_msg=name)
+    assert r["accuracy"] == pytest.approx((labels == predicted).mean())
