@@ -36,7 +36,8 @@ def time_to_accuracy(app, target: float = 0.90) -> None:
     def _check(engine):
         app.test_evaluator.run(app.loaders.test)
         accuracy = app.test_evaluator.state.metrics["accuracy"]
-        _emit(epoch=engine.state.epoch, test_accuracy=accuracy, seconds_since_start=time.time() - start)
+        _emit(epoch=engine.state.epoch, test_accuracy=accuracy, seconds_since_start=time.time() - start,
+              at=time.time())
         if accuracy >= target:
             _emit(reached=target, epoch=engine.state.epoch, seconds_since_start=time.time() - start)
             engine.terminate()

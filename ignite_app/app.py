@@ -44,7 +44,7 @@ from ignite_app.models import build_model, check_model_name
 from ignite_app.schedules import create_lr_scheduler
 from ignite_app.state import RESTORED_LAST, AccumulatedGradients, RNGStates, RunMeta, plan_load
 from ignite_app.stopping import (
-    DIVERGED, EARLY_STOPPING, NanWatch, RecordingEarlyStopping, RecordingTerminateOnNan, StopRecorder, is_finite,
+    EARLY_STOPPING, NanWatch, RecordingEarlyStopping, RecordingTerminateOnNan, StopRecorder, divergence, is_finite,
 )
 
 
@@ -207,20 +207,9 @@ class App:
     def _stop_diverged(self) -> None:
         """The loss is NaN or infinite at the end: TerminateOnNan stopped training, or (--no-terminate-on-nan) it ran
         on to the end with NaN weights. Either way exit 1 through `TrainingDiverged`, naming the last good checkpoint."""
-        iteration = self.trainer.state.iteration
-        stopped = self.stops.reason
-        if stopped is not None and stopped.summary == DIVERGED:
-            last = self.checkpointers["checkpointer"].last_checkpoint if self.checkpointers else None
-            what = f"Training stopped at iteration {iteration}: {stopped.message}"
-            summary = {"stopped": DIVERGED, "stopped_at_iteration": iteration}
-        else:  # nobody stopped it: --no-terminate-on-nan
-            first = self.nan_watch.first_iteration if self.nan_watch else None
-            last = self.nan_watch.checkpoint_before if self.nan_watch else None
-            what = (f"The loss became NaN or infinite at iteration {first or '?'} and training went on to iteration "
-                    f"{iteration} (--terminate-on-nan is off): the weights and the checkpoints written since are not "
-                    "usable. Pass --terminate-on-nan (the default) to stop at the first NaN loss")
-            summary = {"stopped": f"{DIVERGED} (--no-terminate-on-nan: trained on to the end)",
-                       "stopped_at_iteration": iteration, "nan_at_iteration": first}
+        what, summary, last = divergence(
+            self.stops, self.nan_watch, self.trainer.state.iteration,
+            lambda: self.checkpointers["checkpointer"].last_checkpoint if self.checkpointers else None)
         where = (f"the last good checkpoint is {self.output_dir / 'checkpoints' / Path(str(last)).name}" if last
                  else "no checkpoint was written before it")
         tracking.log_summary(self.wandb_logger, summary)

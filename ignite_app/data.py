@@ -231,6 +231,8 @@ def load_splits(name: str, data_dir: Optional[str], val_fraction: float, seed: i
         if folder.skipped:
             notes.append(f"skipped {len(folder.skipped)} unreadable image(s) (--skip-bad-images): "
                          + ", ".join(folder.skipped[:5]) + (", ..." if len(folder.skipped) > 5 else ""))
+        if folder.val is not None:  # the folder's own val/ is the validation split, whole: --val-fraction is not used
+            notes.append(f"validation images from {Path(data_dir) / 'val'} (--val-fraction not used)")
         if folder.where != "memory":
             notes.append(f"decoded images memory-mapped from the cache file {folder.where}")
         base = DatasetInfo(name, len(folder.classes), (), (), folder.classes, folder.channels, folder.size)
@@ -269,7 +271,8 @@ def splits_from_config(config, **lookup) -> Splits:
 
 def verification_images(splits: Splits, count: int = 64) -> torch.Tensor:
     """Real images to check an ONNX export against PyTorch: validation, then test images, repeated when a small
-    dataset has fewer than `count` (verification runs at batch sizes 1 and 37)."""
+    dataset has fewer than `count` (at least the largest of config.ONNX_VERIFY_BATCH_SIZES), so no --val-fraction is
+    too small for the verification."""
     images = torch.cat([splits.val.head(count), splits.test.head(count)])[:count]
     return images.repeat(-(-count // len(images)), 1, 1, 1)[:count]
 

@@ -3,8 +3,9 @@
 `App.to_save` is the one dict both checkpointers save; `plan_load` derives from it what a resume loads back
 (`Checkpoint.load_objects`), which objects start fresh and what the checkpoint holds that this run does not use.
 `RNGStates` follows the state_dict / load_state_dict protocol and is restored last, right before training.
-`RunMeta` (the run's identity) and the data's `DatasetInfo` are only saved: a resume checks them against the run
-(`resume.check_same_data`, `resume.check_model_fits`), it does not load them.
+`RunMeta` (the run's identity) and the data's `DatasetInfo` are only saved: a resume checks them against the run, it
+does not load them (`resume.check_same_data`: the config's dataset and validation split; `app._check_same_classes`:
+the data's class names; `resume.check_model_fits` checks the model's weights, their names and shapes).
 """
 from __future__ import annotations
 

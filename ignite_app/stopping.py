@@ -4,8 +4,8 @@ Every stop goes through `trainer.terminate()`. The handlers that stop training f
 they do it (`RecordingEarlyStopping`, `RecordingTerminateOnNan`, `distributed.StopTogether` for preemption signals and
 `App.request_stop`, a pruned sweep trial); a `terminate()` nobody claimed (a user's handler) is recorded on
 Events.TERMINATE under the name of the function that called it. `NanWatch` notes the first non-finite loss when
-`--no-terminate-on-nan` lets training run on. `App.run` prints the reason and writes it to the W&B summary
-(`stopped`, `stopped_at_iteration`).
+`--no-terminate-on-nan` lets training run on; `divergence` words a NaN loss at the end from either. `App.run` prints
+the reason and writes it to the W&B summary (`stopped`, `stopped_at_iteration`).
 """
 from __future__ import annotations
 
@@ -107,6 +107,25 @@ class NanWatch:
         if self.first_iteration is None and not is_finite(engine.state.output):
             self.first_iteration = engine.state.iteration
             self.checkpoint_before = self.last_checkpoint()
+
+
+def divergence(recorder: StopRecorder, nan_watch: Optional[NanWatch], iteration: int,
+               latest_checkpoint: Callable[[], Optional[str]]) -> tuple[str, dict[str, Any], Optional[str]]:
+    """The loss is NaN or infinite at the end of training: (the sentence that says so, the W&B summary, the last
+    good checkpoint). Either TerminateOnNan stopped training and recorded it (the newest checkpoint is the last
+    good one), or, with --no-terminate-on-nan, training ran on to `iteration` and `nan_watch` knows where the loss
+    went bad and the checkpoint before it: only the first blames --terminate-on-nan."""
+    stopped = recorder.reason
+    if stopped is not None and stopped.summary == DIVERGED:
+        return (f"Training stopped at iteration {iteration}: {stopped.message}",
+                {"stopped": DIVERGED, "stopped_at_iteration": iteration}, latest_checkpoint())
+    first = nan_watch.first_iteration if nan_watch else None
+    what = (f"The loss became NaN or infinite at iteration {first or '?'} and training went on to iteration "
+            f"{iteration} (--terminate-on-nan is off): the weights and the checkpoints written since are not usable. "
+            "Pass --terminate-on-nan (the default) to stop at the first NaN loss")
+    summary = {"stopped": f"{DIVERGED} (--no-terminate-on-nan: trained on to the end)",
+               "stopped_at_iteration": iteration, "nan_at_iteration": first}
+    return what, summary, nan_watch.checkpoint_before if nan_watch else None
 
 
 def is_finite(output: Any) -> bool:

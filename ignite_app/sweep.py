@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ignite_app.cli import ShortUsageParser
 from ignite_app.errors import AppError, UserError
 
 SWEEPS_DIR = "sweeps"
@@ -29,8 +30,8 @@ class SweepInterrupted(AppError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sweep.py", allow_abbrev=False,
+    parser = ShortUsageParser(  # a mistake: the usage line and one paragraph, exit 2 (as train.py)
+        prog="sweep.py", usage="%(prog)s SWEEP.yaml [--count N] [--offline] [options]  (all options: %(prog)s --help)",
         description="Run a W&B sweep configuration: W&B's agent online, Optuna offline (the same file).",
     )
     parser.add_argument("sweep", metavar="SWEEP.yaml", help="a W&B sweep configuration whose parameters are train.py flags")

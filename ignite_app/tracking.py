@@ -269,10 +269,10 @@ def _remove_failed_online_run(run_id: str, since: float) -> None:
 
 def describe_run(logger) -> str:
     """One line: where this run's W&B records go (what the start-up message prints)."""
-    run = getattr(logger, "run", None)
-    if run is None or getattr(run, "disabled", False):
+    run_dir = offline_run_dir(logger)
+    if run_dir is None:
         return "W&B: disabled"
-    run_dir = os.path.dirname(run.dir.rstrip(os.sep))
+    run = logger.run
     if run.settings.mode in ("offline", "dryrun"):
         return (f"W&B offline: {run_dir} ; upload it with `wandb sync {run_dir}`, "
                 f"view it with `wandb leet {run_dir}`")
@@ -280,7 +280,7 @@ def describe_run(logger) -> str:
 
 
 def offline_run_dir(logger) -> Optional[str]:
-    """The local run directory (wandb/offline-run-...), or None when W&B is disabled."""
+    """The local run directory (wandb/offline-run-..., or wandb/run-... online), or None when W&B is disabled."""
     run = getattr(logger, "run", None)
     if run is None or getattr(run, "disabled", False):
         return None

@@ -89,6 +89,8 @@ FLAG_CASES = [
     (["--handler-arg", "x=1"], "--handler-arg must follow a --handler"),
     (["--wandb-project", "a/b"], "--wandb-project (or $WANDB_PROJECT): W&B refuses it (Invalid project name 'a/b'"),
     (["--wandb-tags", "ok", "x" * 65], "--wandb-tags: W&B refuses it (Tag"),
+    (["--model", "convnet", "--pretrained"], "--pretrained needs a torchvision model (e.g. --model resnet18); convnet has"),
+    (["--model", "net", "--pretrained"], "--pretrained needs a torchvision model (e.g. --model resnet18); net has no"),
     (["--accumulation-steps", "3", "--checkpoint-every", "5"],
      "--checkpoint-every 5 is not a multiple of --accumulation-steps 3"),
 ]
@@ -194,13 +196,19 @@ SCRIPT_CASES = [
     ("predict", ["m.onnx", "--split", "test", "--batch-size", "-1"], "--batch-size must be at least 1, got -1"),
     ("predict", ["m.onnx", "--split", "test", "--dataset", "imagenet"], "--dataset must be one of mnist"),
     ("predict", ["m.onnx", "--split", "test", "--val-fraction", "2"], "--val-fraction must be less than 1.0"),
-    ("predict", ["m.onnx", "--split", "every"], "invalid choice: 'every'"),
+    # argparse's own errors: the one-line usage, then the error (not the usage block)
+    ("predict", ["m.onnx", "--split", "every"],
+     "usage: predict.py MODEL.onnx [IMAGE|DIR ...] [--split {train,val,test}] [options]\n"
+     "predict.py: error: argument --split: invalid choice: 'every'"),
     ("predict", ["FOREIGN", "--split", "test"], "is not a model this script can run: it takes image tensor(float)"),
     ("export", ["--checkpoint", "runs", "--output", "m.onnx", "--opset", "5"], "--opset must be at least 7, got 5"),
     ("export", ["--checkpoint", "runs", "--output", "m.onnx", "--opset", "17"],
      "The dynamo exporter writes opsets 18 to 23, not --opset 17"),
     ("export", ["--checkpoint", "runs", "--output", "runs"], "--output runs is a directory"),
     ("export", ["--checkpoint", "runs", "--output", "m.onnx", "--exporter", "tensorrt"], "--exporter must be one of"),
+    ("export", ["--checkpoint", "runs", "--output", "m.onnx", "--force", "yes"],
+     "usage: export_onnx.py --checkpoint SPEC --output FILE.onnx [options]\n"
+     "export_onnx.py: error: unrecognized arguments: yes"),
 ]
 
 
@@ -208,7 +216,10 @@ SCRIPT_CASES = [
 def test_bad_companion_script_input(isolated, capsys, foreign_onnx, script, args, fragment):
     args = [str(foreign_onnx) if a == "FOREIGN" else a for a in args]
     body = {"predict": predict, "export": export}[script]
-    expect_user_error(lambda: guarded(f"{script}.py", lambda: body(args)), isolated, capsys, fragment)
+    prog = {"predict": "predict.py", "export": "export_onnx.py"}[script]
+    err = expect_user_error(lambda: guarded(prog, lambda: body(args)), isolated, capsys, fragment)
+    if fragment.startswith("usage:"):
+        assert len(err.splitlines()) == 2, err  # nothing else: not argparse's whole usage block
 
 
 # ------------------------------------------------------------------ one subprocess per script: the exit code

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from helpers import QUICK, ROOT, clean_env, inspect_records, offline_runs, run_train, tmpfs
+from helpers import QUICK, ROOT, clean_env, history, inspect_records, offline_runs, run_train, tmpfs
 
 pytestmark = pytest.mark.e2e
 
@@ -31,8 +31,12 @@ def test_full_checkpoint_disk_stops_with_one_message_then_auto_resume_finishes(t
         (run_dir,) = [p for p in runs.iterdir() if p.is_dir()]
         checkpoints = run_dir / "checkpoints"
         names = sorted(p.name for p in checkpoints.iterdir())
-        # epoch 1's latest and best files, intact (loadable); no tmp* file of the failed write
-        assert names == ["best_checkpoint_11_validation_accuracy=0.8542.pt", "checkpoint_11.pt"], names
+        # epoch 1's latest and best files, intact (loadable); no tmp* file of the failed write. The best file is
+        # named by the validation accuracy the run logged for epoch 1
+        (first_run,) = offline_runs(tmp_path)
+        (validation,) = [r for r in history(first_run) if "validation/accuracy" in r]
+        best = f"best_checkpoint_11_validation_accuracy={validation['validation/accuracy']:.4f}.pt"
+        assert validation["_step"] == 11 and names == [best, "checkpoint_11.pt"], names
         assert f"the newest complete checkpoint is {checkpoints / 'checkpoint_11.pt'}" in proc.stderr
         for name in names:
             assert torch.load(checkpoints / name, weights_only=True)["trainer"]["iteration"] == 11

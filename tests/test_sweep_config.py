@@ -118,6 +118,17 @@ def test_bad_command_lines_exit_2(tmp_path, monkeypatch, capsys, argv, fragment)
     assert fragment in capsys.readouterr().err
 
 
+def test_argparse_errors_show_the_usage_line_not_the_usage_block(tmp_path, monkeypatch, capsys):
+    """An argparse mistake is a user error like any other (exit 2 through `guarded`, not argparse's SystemExit),
+    after the one-line usage."""
+    monkeypatch.chdir(tmp_path)
+    assert sweep.main(["s.yaml", "--count", "many"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "usage: sweep.py SWEEP.yaml [--count N] [--offline] [options]  (all options: sweep.py --help)",
+        "sweep.py: error: argument --count: invalid int value: 'many'"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_report_of_a_sweep_that_never_ran_is_a_user_error(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(GOOD))

@@ -26,6 +26,10 @@ def test_digits_run_logs_everything_to_an_offline_wandb_run(first_run):
     assert f"wandb sync {run_dir}" in proc.stdout and f"wandb leet {run_dir}" in proc.stdout
     assert "Test results: test/accuracy" in proc.stdout
     assert "wandb:" not in proc.stderr and "wandb:" not in proc.stdout, proc.stderr  # e.g. run.save's symlink warning
+    # the cause of that warning, which W&B's silent mode would hide: run.save of a file outside the run's files
+    # directory symlinks it there; the ONNX handler saves a copy instead
+    saved = run_dir / "files" / "model.onnx"
+    assert saved.is_file() and not saved.is_symlink(), sorted(p.name for p in (run_dir / "files").iterdir())
     # not a terminal: no progress-bar fragments, one plain line per epoch instead
     assert "\r" not in proc.stderr and "\r" not in proc.stdout
     assert [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("Epoch ")] == ["1/2", "2/2"]

@@ -1,4 +1,5 @@
-"""In-process unit tests of the small parts: lr schedules, gradient clipping, --handler spec parsing."""
+"""In-process unit tests of the small parts: lr schedules, gradient clipping, --handler spec parsing, the images
+the ONNX verification gets from a tiny validation split."""
 import math
 
 import pytest
@@ -131,3 +132,26 @@ def test_rng_states_round_trip_python_numpy_and_torch_through_a_weights_only_fil
     buffer.seek(0)
     rng.load_state_dict(torch.load(buffer, weights_only=True))  # as a checkpoint loads it: no arbitrary unpickling
     assert draw() == first and rng.saved_world_size == 1
+
+
+def test_a_tiny_validation_split_is_enough_for_the_onnx_verification(tmp_path):
+    """--val-fraction 0.02 on digits leaves 29 validation images, fewer than the verification's largest batch (37):
+    it used to pass the start-up checks and then stop the run with a traceback from the ONNX handler. The split check
+    accepts it, and verification_images repeats validation and test images up to the count the handler needs."""
+    from ignite_app.app import check_split_sizes
+    from ignite_app.config import ONNX_VERIFY_BATCH_SIZES, Config
+    from ignite_app.data import load_splits, verification_images
+    from ignite_app.handlers.onnx_export import OnnxExportHandler
+
+    config = Config(dataset="digits", val_fraction=0.02)
+    splits = load_splits(config.dataset, None, config.val_fraction, config.seed)
+    needed = max(ONNX_VERIFY_BATCH_SIZES)
+    assert 0 < len(splits.val) < needed
+    check_split_sizes(config, splits)  # no UserError
+    images = verification_images(splits)
+    assert len(images) >= needed and images.shape[1:] == splits.val.images.shape[1:]
+    assert torch.equal(images[: len(splits.val)], splits.val.images)  # the validation images first
+    OnnxExportHandler(torch.nn.Identity(), images, tmp_path)  # what raised ValueError: too few images to verify
+    one = type(splits)(splits.train, splits.val.subset(torch.arange(1)), splits.test.subset(torch.arange(0)),
+                       splits.info, splits.source)
+    assert len(verification_images(one, needed)) == needed  # one image, repeated
