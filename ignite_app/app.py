@@ -80,6 +80,7 @@ class App:
     nan_watch: Optional[NanWatch] = None  # with --no-terminate-on-nan: where the loss first became NaN
     attached: bool = False  # attach_handlers ran
     run_lock: Optional[RunLock] = None  # this process trains the run (OUTPUT_DIR/RUN_ID/.lock)
+    signalled: Optional[int] = None  # the stop signal received so far (SIGTERM, SIGINT, SIGUSR1), if any
 
     def request_stop(self, reason: str, preempt: bool = False) -> None:
         """Stop training at the end of the current iteration, on every rank at the same one (a preemption signal,
@@ -189,8 +190,11 @@ class App:
         else:
             with Preemption(self.request_stop) as preemption:
                 self.trainer.run(self.loaders.train, max_epochs=self.config.epochs)
-            if preemption.signum is not None and self.stop_together.reason:
-                self._stop_preempted(preemption.signum)
+                self.signalled = preemption.signum
+                # still inside: a second Ctrl-C while the stop's checkpoint is written exits at once, as announced
+                # (outside, Python's own handler raised KeyboardInterrupt in the middle of it)
+                if preemption.signum is not None and self.stop_together.reason:
+                    self._stop_preempted(preemption.signum)
         if not is_finite(self.trainer.state.output):
             self._stop_diverged()
         if (stopped := self.stops.reason) is not None:
@@ -198,8 +202,11 @@ class App:
                      else f"Training stopped at iteration {stopped.iteration}: {stopped.message}.")
             tracking.log_summary(self.wandb_logger, {"stopped": stopped.summary,
                                                      "stopped_at_iteration": stopped.iteration})
-        with Preemption(doing=FINISHING):  # training is complete: a signal no longer costs the run its results
-            self.test_evaluator.run(self.loaders.test)  # its COMPLETED handlers: the result line, then the ONNX export
+        # training is complete: a signal no longer costs the run its results (the test result line, then the ONNX
+        # export: the test evaluator's COMPLETED handlers)
+        with Preemption(doing=FINISHING, signalled=self.signalled) as finishing:
+            self.test_evaluator.run(self.loaders.test)
+        self.signalled = finishing.signum
         test = {f"test/{k}": float(v) for k, v in self.test_evaluator.state.metrics.items()}
         val = {f"validation/{k}": float(v) for k, v in self.evaluator.state.metrics.items()}
         return {**val, **test}
@@ -650,5 +657,6 @@ def training(local_rank: int, config: Config, checkpoint: Optional[resume.Resolv
     try:
         return app.run()
     finally:
-        with Preemption(doing=CLOSING):  # W&B's records of the run are complete only once it is closed
+        # W&B's records of the run are complete only once it is closed; after a signal, a Ctrl-C here is the second
+        with Preemption(doing=CLOSING, signalled=app.signalled):
             app.close()

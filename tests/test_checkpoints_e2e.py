@@ -201,8 +201,46 @@ def test_preemption_signal_checkpoints_exits_128_plus_signal_and_resumes_bit_exa
     assert not list(tmp_path.glob("runs/*/model.onnx"))  # no end-of-training work: the resumed run does it
     summary = inspect_summary(only(offline_runs(tmp_path)))
     assert summary["summary"]["stopped"] == f"preempted ({signame})"
+    # the run is marked preempting in W&B's own record (what a sweep controller reads to requeue it)
+    assert [r["type"] for r in inspect_records(only(offline_runs(tmp_path)))].count("preempting") == 1
     resumed = run_train([*ARGS, "--auto-resume"], tmp_path)
     assert f"at iteration {stopped_at}" in resumed.stdout
+    assert_same_final_state(uninterrupted, tmp_path)
+
+
+def test_a_second_ctrl_c_exits_at_once_and_the_newest_checkpoint_still_resumes(uninterrupted, tmp_path):
+    """The first SIGINT (at iteration 6) starts the preemption: finish the iteration, checkpoint, close W&B. A
+    second one, sent as soon as the first is announced, lands somewhere in that work and exits at once (130), with
+    no traceback; whatever it cut off, the newest checkpoint file on disk loads and --auto-resume ends bit-exact."""
+    import signal
+    import subprocess
+    import sys
+
+    from helpers import clean_env
+    from ignite_app.resume import checkpoints_newest_first, load_checkpoint
+
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *ARGS, "--output-dir", str(tmp_path / "runs"),
+         "--handler", SIGNAL_AT, "--handler-arg", "iteration=6", "--handler-arg", "signame=SIGINT"],
+        cwd=tmp_path, env=clean_env(tmp_path), stdout=(tmp_path / "out.log").open("w"), stderr=subprocess.PIPE,
+        text=True)
+    try:
+        err = ""
+        for line in proc.stderr:
+            err += line
+            if "SIGINT received" in line:  # the preemption has begun: Ctrl-C again
+                proc.send_signal(signal.SIGINT)
+                break
+        err += proc.stderr.read()
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Second interrupt: exiting at once" in err, err[-3000:]
+    assert "Traceback" not in err
+    newest = checkpoints_newest_first(tmp_path / "runs")[0]
+    assert load_checkpoint(newest, str(newest)).content["trainer"]["iteration"] in (4, 7)  # before or at the stop
+    resumed = run_train([*ARGS, "--auto-resume"], tmp_path)
+    assert f"Resumed from {newest}" in resumed.stdout, resumed.stdout
     assert_same_final_state(uninterrupted, tmp_path)
 
 
