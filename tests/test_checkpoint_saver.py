@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import time
 from pathlib import Path
 
 import pytest
@@ -94,12 +95,25 @@ def offline_run(tmp_path, monkeypatch):
     run.finish()
 
 
-def _train(run, run_dir: Path, mode: str, warnings: list[str] | None = None, epochs: int = len(SCORES)):
+class FirstUploadSlow(ArtifactUploader):
+    """The first version takes half a second longer to log than the others, as a large file's hashing would: were
+    versions logged concurrently (or out of save order), a later one would reach W&B before it, and W&B's `latest`,
+    which moves to each version as it is logged, would end on an older checkpoint."""
+
+    def _log(self, *args, **kwargs):
+        if not getattr(self, "_slowed", False):
+            self._slowed = True
+            time.sleep(0.5)
+        return super()._log(*args, **kwargs)
+
+
+def _train(run, run_dir: Path, mode: str, warnings: list[str] | None = None, epochs: int = len(SCORES),
+           uploader_class: type = ArtifactUploader):
     """Checkpoint a tiny Engine as the app does: every iteration a latest-checkpoint (n_saved 2); at each epoch's end
     first the best Checkpoint by a validation score, then the epoch's latest-checkpoint. Returns what close needs."""
     model = torch.nn.Linear(2, 2)
     trainer = Engine(lambda engine, batch: float(engine.state.iteration))
-    uploader = ArtifactUploader(run, run_dir, mode=mode, warn=(warnings.append if warnings is not None else print))
+    uploader = uploader_class(run, run_dir, mode=mode, warn=(warnings.append if warnings is not None else print))
     directory = run_dir / "checkpoints"
     step = lambda engine, _: engine.state.iteration  # noqa: E731
     best = Checkpoint({"model": model, "trainer": trainer}, WandBCheckpointSaver(directory, trainer, uploader, best=True),
@@ -129,9 +143,10 @@ def _staged_files(tmp_path: Path) -> list[Path]:
 def test_one_uploader_logs_every_version_in_save_order_latest_is_the_newest_and_best_the_best(offline_run, tmp_path):
     """--log-checkpoints all, 18 saves interleaved with 6 best-checkpoint saves: one version per latest-checkpoint,
     in save order (close drained the queue); `latest` names the newest, `best` the one at the best score's
-    iteration; no best-checkpoint file becomes a version (W&B gives every new version `latest`). The offline run's
-    versions resume through the digest-checked files under artifacts/, though pruning removed most checkpoints."""
-    uploader, best = _train(offline_run, tmp_path / "runs" / offline_run.id, "all")
+    iteration; no best-checkpoint file becomes a version (W&B gives every new version `latest`), even when the first
+    version is slow to log (`FirstUploadSlow`). The offline run's versions resume through the digest-checked files
+    under artifacts/, though pruning removed most checkpoints."""
+    uploader, best = _train(offline_run, tmp_path / "runs" / offline_run.id, "all", uploader_class=FirstUploadSlow)
     uploader.close(Path(best.last_checkpoint))
     run_dir, versions = _versions(offline_run)
 
@@ -157,9 +172,10 @@ def test_one_uploader_logs_every_version_in_save_order_latest_is_the_newest_and_
 
 def test_best_and_last_offline_logs_the_best_and_the_last_version_at_close(offline_run, tmp_path):
     """Offline, a superseded version would stay on disk until `wandb sync`: best-and-last logs nothing while
-    training, then the best Checkpoint's file (`best`) and, after it, the last checkpoint (`latest`)."""
+    training, then the best Checkpoint's file (`best`) and, after it, the last checkpoint (`latest`), also when the
+    best one is slow to log."""
     run_dir_of_run = tmp_path / "runs" / offline_run.id
-    uploader, best = _train(offline_run, run_dir_of_run, "best-and-last")
+    uploader, best = _train(offline_run, run_dir_of_run, "best-and-last", uploader_class=FirstUploadSlow)
     assert not (run_dir_of_run / KEPT_DIR).exists()  # nothing logged yet
     uploader.close(Path(best.last_checkpoint))
     run_dir, versions = _versions(offline_run)
