@@ -89,6 +89,19 @@ def history(run_dir: Path) -> list[dict[str, Any]]:
     return [r["history"]["item"] for r in inspect_records(run_dir) if r["type"] == "history"]
 
 
+def assert_wandb_sync_dry_run_takes_the_runs_in_order(tmp_path: Path, run_id: str, env: dict[str, str]) -> None:
+    """The README's command for a resumed offline run, `wandb sync --dry-run wandb/offline-run-*-RUNID` (from
+    tmp_path, where clean_env puts W&B's files), lists every offline directory of the run, in start order."""
+    offline = [p for p in offline_runs(tmp_path) if p.name.endswith(run_id)]
+    assert len(offline) >= 2, offline
+    sync = subprocess.run(f"{sys.executable} -m wandb sync --dry-run wandb/offline-run-*-{run_id}", shell=True,
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    said = sync.stdout + sync.stderr
+    listed = [line.split()[-1] for line in said.splitlines() if line.endswith(".wandb")]
+    assert f"Would sync {len(offline)} run(s)" in said, said
+    assert listed == [f"wandb/{p.name}/run-{run_id}.wandb" for p in offline], listed
+
+
 @contextlib.contextmanager
 def tmpfs(path: Path, size: str, read_only: bool = False, inodes: Optional[int] = None) -> Iterator[Path]:
     """A small tmpfs mounted at `path`: a disk that fills up (or is read-only, or has only `inodes` files) for real.

@@ -116,6 +116,10 @@ def test_sigkill_then_auto_resume_is_bit_exact(uninterrupted, tmp_path, kill_at,
     steps = [row["_step"] for row in history(second)]
     assert steps == sorted(steps) and steps[0] > resumed_from
     assert "monotonically" not in resumed.stderr
+    if kill_at == 15:  # the README's upload command for a resumed offline run takes both directories, in order
+        from helpers import assert_wandb_sync_dry_run_takes_the_runs_in_order, clean_env
+
+        assert_wandb_sync_dry_run_takes_the_runs_in_order(tmp_path, s_resumed["run_id"], clean_env(tmp_path))
 
 
 def test_pruning_continues_after_resume_and_the_killed_runs_debris_is_removed(tmp_path):

@@ -6,13 +6,12 @@
   W&B keeps what it recorded before the disk filled.
 The disk is filled at the end of epoch 1 by a `--handler` (tests/disk_filler.py), as another process would."""
 import contextlib
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from helpers import QUICK, ROOT, clean_env, history, inspect_records, offline_runs, run_train, tmpfs
+from helpers import (QUICK, ROOT, assert_wandb_sync_dry_run_takes_the_runs_in_order, clean_env, history,
+                     inspect_records, offline_runs, run_train, tmpfs)
 
 pytestmark = pytest.mark.e2e
 
@@ -50,12 +49,7 @@ def test_full_checkpoint_disk_stops_with_one_message_then_auto_resume_finishes(t
         # the resumed run is one W&B run in two offline directories: the README's sync command takes both, in order
         offline = offline_runs(tmp_path)
         assert len(offline) == 2 and all(p.name.endswith(run_dir.name) for p in offline)
-        sync = subprocess.run(f"{sys.executable} -m wandb sync --dry-run wandb/offline-run-*-{run_dir.name}",
-                              shell=True, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
-        said = sync.stdout + sync.stderr
-        listed = [line.split()[-1] for line in said.splitlines() if line.endswith(".wandb")]
-        assert "Would sync 2 run(s)" in said, said
-        assert listed == [f"wandb/{p.name}/run-{run_dir.name}.wandb" for p in offline], listed
+        assert_wandb_sync_dry_run_takes_the_runs_in_order(tmp_path, run_dir.name, env)
 
 
 def test_full_wandb_dir_keeps_the_run(tmp_path):
