@@ -48,6 +48,34 @@ def run_train(args: Sequence[str], tmp_path: Path, **kwargs: Any) -> subprocess.
     return run_script("train.py", [*args, "--output-dir", str(tmp_path / "runs")], tmp_path, **kwargs)
 
 
+def assert_same_state(expected: Any, actual: Any, where: str = "") -> None:
+    """Bit for bit, all the way down (a state_dict, an optimizer's state and param_groups, a whole checkpoint): the
+    same keys, the same lengths, torch.equal tensors, equal values. zip() over two optimizer states would stop at the
+    shorter one and compare nothing that one of them lacks."""
+    import torch
+
+    if isinstance(expected, torch.Tensor) or isinstance(actual, torch.Tensor):
+        assert isinstance(expected, torch.Tensor) and isinstance(actual, torch.Tensor), where
+        assert expected.dtype == actual.dtype and torch.equal(expected, actual), where
+    elif isinstance(expected, dict):
+        assert isinstance(actual, dict) and list(expected) == list(actual), (where, list(expected), list(actual))
+        for key in expected:
+            assert_same_state(expected[key], actual[key], f"{where}/{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert isinstance(actual, (list, tuple)) and len(expected) == len(actual), (where, len(expected), len(actual))
+        for i, (a, b) in enumerate(zip(expected, actual)):
+            assert_same_state(a, b, f"{where}[{i}]")
+    else:
+        assert expected == actual, (where, expected, actual)
+
+
+def assert_same_training_state(expected: dict, actual: dict) -> None:
+    """A checkpoint's weights and its whole optimizer (per-parameter state and param_groups: lr, betas, step
+    counts) equal another's, bit for bit."""
+    assert_same_state(expected["model"], actual["model"], "model")
+    assert_same_state(expected["optimizer"], actual["optimizer"], "optimizer")
+
+
 def staged_checkpoints(tmp_path: Path) -> list[Path]:
     """The checkpoint copies (torch.save zip archives) in W&B's artifact staging directory, where W&B keeps what an
     offline run logged until `wandb sync`, for runs that used `clean_env(tmp_path)`. (The ONNX model and tables

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ROOT, clean_env, history, inspect_summary, offline_runs, run_train
+from helpers import ROOT, assert_same_training_state, clean_env, history, inspect_summary, offline_runs, run_train
 
 pytestmark = pytest.mark.e2e
 
@@ -47,14 +47,6 @@ def ranks(tmp_path: Path) -> list[dict]:
 def checkpoint(tmp_path: Path, name: str = FINAL) -> dict:
     (path,) = (tmp_path / "runs").glob(f"*/checkpoints/{name}")
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def assert_same_training_state(a: dict, b: dict) -> None:
-    for key in a["model"]:
-        assert torch.equal(a["model"][key], b["model"][key]), key
-    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
-        for key in sa:
-            assert torch.equal(sa[key], sb[key]), key
 
 
 @pytest.fixture(scope="module")
