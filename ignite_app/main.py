@@ -8,7 +8,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, NoReturn, Optional, Sequence
 
 from ignite_app import tracking
 from ignite_app.cli import parse
@@ -142,8 +142,21 @@ def _checkpoint_to_resume(config) -> "Optional[ResolvedCheckpoint]":
 
 
 def main_exit() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point (and `scripts/train.py`'s)."""
+    exit_process(main())
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a script's process with `code`, without the 2-3 s of garbage collection Python's shutdown runs over the
+    ~600,000 objects that torch, its compiler stack, W&B and ONNX leave behind (measured with py-spy:
+    gc_collect_main after the atexit handlers, after the run's last line). The run's own garbage is collected now
+    (closing what it left open), then the heap is frozen, which that last collection skips; atexit handlers and
+    W&B's teardown run as usual. Only for a process about to exit: an in-process caller of `main` keeps collecting."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    sys.exit(code)
 
 
 if __name__ == "__main__":
