@@ -10,6 +10,7 @@ keeps its checkpoints, unless `strict=True` makes it fatal.
 from __future__ import annotations
 
 import shutil
+import threading
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -21,7 +22,7 @@ from torch import nn
 
 from ignite_app.config import (DEFAULT_ONNX_EXPORTER, DEFAULT_ONNX_OPSET, ONNX_OPSETS, ONNX_VERIFY_BATCH_SIZES,
                                onnx_opset_problem)
-from ignite_app.onnx_tools import OnnxReport, export_and_verify
+from ignite_app.onnx_tools import OnnxReport, export_and_verify, preload
 from ignite_app.wandb_disk import wandb_writes
 
 
@@ -52,8 +53,16 @@ class OnnxExportHandler:
         self.opset, self.exporter, self.tolerance, self.strict = opset, exporter, tolerance, strict
         self.metadata, self.log = metadata, log
         self.reports: list[Optional[OnnxReport]] = []
+        self._preloading: Optional[threading.Thread] = None
+
+    def _preload(self, _: Engine) -> None:
+        if self._preloading is None:
+            self._preloading = threading.Thread(target=preload, args=(self.exporter,), name="onnx-preload", daemon=True)
+            self._preloading.start()
 
     def __call__(self, engine: Engine, best: bool = False) -> Optional[OnnxReport]:
+        if self._preloading is not None:
+            self._preloading.join()
         path = self.directory / ("model-best.onnx" if best else "model.onnx")
         prefix = "onnx_best" if best else "onnx"
         if not all(torch.isfinite(p).all() for p in self.model.parameters()):
@@ -100,6 +109,7 @@ class OnnxExportHandler:
     def attach(self, engine: Engine, evaluator: Optional[Engine] = None, on_best: bool = False) -> None:
         """On `engine`'s COMPLETED (the test evaluator in `scripts/train.py`, so the export follows the test result;
         or a trainer); with on_best, also whenever the best-score Checkpoint on `evaluator` saves."""
+        engine.add_event_handler(Events.STARTED, self._preload)
         engine.add_event_handler(Events.COMPLETED, self)
         if on_best:
             if evaluator is None:

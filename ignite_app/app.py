@@ -80,6 +80,7 @@ class App:
     nan_watch: Optional[NanWatch] = None  # with --no-terminate-on-nan: where the loss first became NaN
     attached: bool = False  # attach_handlers ran
     run_lock: Optional[RunLock] = None  # this process trains the run (OUTPUT_DIR/RUN_ID/.lock)
+    signalled: Optional[int] = None  # the stop signal received so far (SIGTERM, SIGINT, SIGUSR1), if any
 
     def request_stop(self, reason: str, preempt: bool = False) -> None:
         """Stop training at the end of the current iteration, on every rank at the same one (a preemption signal,
@@ -189,8 +190,11 @@ class App:
         else:
             with Preemption(self.request_stop) as preemption:
                 self.trainer.run(self.loaders.train, max_epochs=self.config.epochs)
-            if preemption.signum is not None and self.stop_together.reason:
-                self._stop_preempted(preemption.signum)
+                self.signalled = preemption.signum
+                # still inside: a second Ctrl-C while the stop's checkpoint is written exits at once, as announced
+                # (outside, Python's own handler raised KeyboardInterrupt in the middle of it)
+                if preemption.signum is not None and self.stop_together.reason:
+                    self._stop_preempted(preemption.signum)
         if not is_finite(self.trainer.state.output):
             self._stop_diverged()
         if (stopped := self.stops.reason) is not None:
@@ -198,8 +202,11 @@ class App:
                      else f"Training stopped at iteration {stopped.iteration}: {stopped.message}.")
             tracking.log_summary(self.wandb_logger, {"stopped": stopped.summary,
                                                      "stopped_at_iteration": stopped.iteration})
-        with Preemption(doing=FINISHING):  # training is complete: a signal no longer costs the run its results
-            self.test_evaluator.run(self.loaders.test)  # its COMPLETED handlers: the result line, then the ONNX export
+        # training is complete: a signal no longer costs the run its results (the test result line, then the ONNX
+        # export: the test evaluator's COMPLETED handlers)
+        with Preemption(doing=FINISHING, signalled=self.signalled) as finishing:
+            self.test_evaluator.run(self.loaders.test)
+        self.signalled = finishing.signum
         test = {f"test/{k}": float(v) for k, v in self.test_evaluator.state.metrics.items()}
         val = {f"validation/{k}": float(v) for k, v in self.evaluator.state.metrics.items()}
         return {**val, **test}
@@ -269,11 +276,13 @@ def build_optimizer(config: Config, params) -> torch.optim.Optimizer:
     return cls(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None) -> App:
+def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None,
+          run_lock: Optional[RunLock] = None) -> App:
     """Build the run: data, model, optimizer, Ignite engines and the W&B run. Nothing is attached yet.
 
     With a checkpoint the run continues it: same run id, same output directory, same W&B run. Everything that can
-    fail on bad input is checked before anything is written.
+    fail on bad input is checked before anything is written. `run_lock`: the lock of the run directory, when the
+    caller took it before choosing the checkpoint (main.worker); otherwise it is taken here.
     """
     config = validate(config)  # a Config built in Python gets the same checks as one parsed from flags
     wandb_mode = tracking.resolve_mode(config.wandb_mode)
@@ -318,10 +327,10 @@ def build(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None
         _check_same_classes(info.classes, checkpoint)
         resume.epoch_realignment(config.to_dict(), checkpoint, epoch_length)  # refused here, before anything is written
     # rank 0 chooses the run id and directory for all; it alone writes files and talks to W&B
-    run_lock = RunLock(wait=config.wait_for_lock)
+    run_lock = run_lock if run_lock is not None else RunLock(wait=config.wait_for_lock)
 
     def choose_location() -> tuple[str, str]:
-        run_id, path = _run_location(config, checkpoint)
+        run_id, path = run_location(config, checkpoint)
         check_output_dir(path)
         disk.check_room_for_a_checkpoint(path, sum(t.numel() * t.element_size() for t in model.state_dict().values()))
         if path.is_dir():  # an existing run (a resume): one process trains it at a time; a new one has a new id
@@ -423,7 +432,7 @@ def print_start(config: Config, run_id: str, output_dir: Path, device: torch.dev
     print("\n".join(lines), flush=True)
 
 
-def _run_location(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint]) -> tuple[str, Path]:
+def run_location(config: Config, checkpoint: Optional[resume.ResolvedCheckpoint]) -> tuple[str, Path]:
     """(run id, output dir): a new id under --output-dir, or the checkpoint's run and directory."""
     agent_run_id = tracking.sweep_agent_run_id()
     if agent_run_id:  # under a W&B sweep agent, wandb.init takes the agent's run id whatever id it is given
@@ -640,12 +649,14 @@ def attach_handlers(app: App) -> App:
     return app
 
 
-def training(local_rank: int, config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None) -> dict[str, float]:
+def training(local_rank: int, config: Config, checkpoint: Optional[resume.ResolvedCheckpoint] = None,
+             run_lock: Optional[RunLock] = None) -> dict[str, float]:
     """Shaped for `ignite.distributed.Parallel(...).run(training, config)`."""
     with Preemption(doing=STARTING):  # a signal while the data loads or W&B starts: one line, exit 128 + signal
-        app = attach_handlers(build(config, checkpoint))
+        app = attach_handlers(build(config, checkpoint, run_lock))
     try:
         return app.run()
     finally:
-        with Preemption(doing=CLOSING):  # W&B's records of the run are complete only once it is closed
+        # W&B's records of the run are complete only once it is closed; after a signal, a Ctrl-C here is the second
+        with Preemption(doing=CLOSING, signalled=app.signalled):
             app.close()

@@ -231,6 +231,8 @@ def load_splits(name: str, data_dir: Optional[str], val_fraction: float, seed: i
         if folder.skipped:
             notes.append(f"skipped {len(folder.skipped)} unreadable image(s) (--skip-bad-images): "
                          + ", ".join(folder.skipped[:5]) + (", ..." if len(folder.skipped) > 5 else ""))
+        if folder.val is not None:  # the folder's own val/ is the validation split, whole: --val-fraction is not used
+            notes.append(f"validation images from {Path(data_dir) / 'val'} (--val-fraction not used)")
         if folder.where != "memory":
             notes.append(f"decoded images memory-mapped from the cache file {folder.where}")
         base = DatasetInfo(name, len(folder.classes), (), (), folder.classes, folder.channels, folder.size)

@@ -44,7 +44,10 @@ def check_output(output: Path, force: bool) -> None:
 
 def load_trained_model(spec: str, data_dir: Optional[str] = None, flag: str = "--checkpoint"):
     """(model in eval mode, its Config, its data splits, the resolved checkpoint) for a checkpoint SPEC given as
-    `flag` (named in the messages)."""
+    `flag` (named in the messages). The model's input shape, class names and normalization are the checkpoint's
+    saved `data` entry (what it was trained on), not what the data folder holds now: `splits.info` carries them, so
+    the ONNX metadata is the model's own. A folder whose images now have another shape is refused (exit 2): its
+    images cannot verify the model."""
     from ignite_app import resume
     from ignite_app.cli import parse
     from ignite_app.data import splits_from_config
@@ -54,9 +57,19 @@ def load_trained_model(spec: str, data_dir: Optional[str] = None, flag: str = "-
     config = parse(["--data-dir", data_dir] if data_dir else [], base=checkpoint.meta["config"])
     splits = splits_from_config(config)
     info = splits.info
-    saved = checkpoint.content.get("data")  # what the model was trained with: its normalization and class names
+    saved = checkpoint.content.get("data")  # what the model was trained with: shape, normalization and class names
     if saved is not None:
-        info = dataclasses.replace(info, classes=tuple(saved["classes"]), mean=tuple(saved["mean"]), std=tuple(saved["std"]))
+        trained_shape = (int(saved["channels"]), *map(int, saved["size"]))
+        if (info.channels, *info.size) != trained_shape:
+            shape = " x ".join(map(str, trained_shape))
+            raise UserError(
+                f"The checkpoint {checkpoint.origin} was trained on {shape} images, and its data "
+                f"(--dataset {config.dataset}{f' --data-dir {config.data_dir}' if config.data_dir else ''}) now gives "
+                f"{info.channels} x {info.size[0]} x {info.size[1]} images: the folder changed since, so its images "
+                "cannot check the export. Point --data-dir at the data the model was trained on."
+            )
+        info = dataclasses.replace(info, classes=tuple(saved["classes"]), num_classes=len(saved["classes"]),
+                                   mean=tuple(saved["mean"]), std=tuple(saved["std"]))
         splits.info = info
     model = build_model(config.model, config.kernels, info.num_classes, info.mean, info.std, in_channels=info.channels,
                         image_size=info.size, channels_last=config.channels_last)

@@ -30,9 +30,8 @@ from ignite_app.errors import UserError
 
 SPLIT_DIRS = ("train", "val", "test")
 GRAYSCALE_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 DEFAULT_MEMORY_FRACTION = 0.25
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: 16-bit images scaled by their bit depth (1: by 257 only when the image's own max was > 255)
 
 
 def image_extensions() -> tuple[str, ...]:
@@ -58,15 +57,38 @@ def default_memory_budget() -> int:
 # ---------------------------------------------------------------- one image
 
 
-def to_array(image, channels: int, size: tuple[int, int]) -> np.ndarray:
+def sixteen_bit_source(image) -> bool:
+    """Whether an image's mode-"I" pixels (32-bit integers) hold 16-bit values, from what the file's header told PIL
+    (call it before the pixels are loaded: PIL drops the decoder's description then): a raw mode of I;16* (16-bit PNG
+    in older Pillow, 16-bit signed TIFF, 16-bit PGM), or any PGM/PPM, which PIL reads as 0..65535 when maxval > 255."""
+    if image.format == "PPM":
+        return True
+    for tile in getattr(image, "tile", None) or ():
+        args = tile[3] if len(tile) > 3 else None
+        raw = args if isinstance(args, str) else (args[0] if isinstance(args, tuple) and args and isinstance(args[0], str) else "")
+        if raw.startswith("I;16"):
+            return True
+    return False
+
+
+def to_array(image, channels: int, size: tuple[int, int], int_scale: float = 257.0) -> np.ndarray:
     """A PIL image -> uint8 (channels, H, W): 16-bit scaled to 8, palette/alpha/CMYK converted as torchvision's
     pil_loader does (`convert("RGB")`), resized with PIL's antialiased bilinear filter. predict.py uses this too,
-    so a prediction sees pixels prepared exactly like the training images."""
+    so a prediction sees pixels prepared exactly like the training images. `int_scale`: the divisor for mode-"I"
+    pixels whose bit depth the file does not say (see `int_scale_of`)."""
     from PIL import Image
 
-    if image.mode in SIXTEEN_BIT_MODES or image.mode == "F":
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        # A 16-bit mode is scaled by its depth (65535 -> 255), never by the image's own maximum: a dark 16-bit frame
+        # (max 1000) must stay dark (4), not be read as 8-bit and clipped to white; mode "I" is 16-bit when the
+        # header says so, else the dataset's one int_scale decides, so every image of a dataset gets the same scale.
+        if image.mode == "F":
+            scale = 1.0
+        elif image.mode == "I" and not sixteen_bit_source(image):
+            scale = int_scale
+        else:
+            scale = 257.0
         values = np.asarray(image, dtype=np.float64)
-        scale = 1.0 if image.mode == "F" else (257.0 if values.max(initial=0) > 255 else 1.0)
         image = Image.fromarray(np.clip(np.rint(values / scale), 0, 255).astype(np.uint8), "L")
     target = "L" if channels == 1 else "RGB"
     if image.mode != target:
@@ -80,11 +102,30 @@ def to_array(image, channels: int, size: tuple[int, int]) -> np.ndarray:
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
-def read_image(path: str, channels: int, size: tuple[int, int]) -> np.ndarray:
+def read_image(path: str, channels: int, size: tuple[int, int], int_scale: float = 257.0) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as image:
-        return to_array(image, channels, size)
+        return to_array(image, channels, size, int_scale)
+
+
+def _unknown_int_max(path: str) -> int:
+    """The largest pixel of a mode-"I" file whose header does not say its bit depth (32-bit TIFF, ...), else -1."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        if image.mode != "I" or sixteen_bit_source(image):
+            return -1
+        return int(np.asarray(image).max(initial=0))
+
+
+def int_scale_of(paths: Sequence[str]) -> float:
+    """One divisor for all the mode-"I" images of unknown bit depth among `paths`, decided once for the dataset:
+    1 when none of them exceeds 255 (8-bit values stored as 32-bit integers), else 257 (16-bit values). Only such
+    files are decoded here (rare: 32-bit integer TIFFs); an unreadable file counts as none."""
+    peaks = _parallel(lambda p: _try(_unknown_int_max, p), paths) if paths else []
+    found = [peak for peak in peaks if not isinstance(peak, Exception) and peak >= 0]
+    return 1.0 if found and max(found) <= 255 else 257.0
 
 
 def peek(path: str) -> tuple[tuple[int, int], str]:
@@ -182,6 +223,7 @@ class Geometry:
     channels: int
     size: tuple[int, int]  # (height, width)
     bad: list[str]  # unreadable headers, when skipping
+    int_scale: float = 257.0  # the divisor of mode-"I" pixels of unknown bit depth (int_scale_of)
 
 
 def decide_geometry(listing: FolderListing, image_size: Optional[int], skip_bad: bool) -> Geometry:
@@ -202,7 +244,8 @@ def decide_geometry(listing: FolderListing, image_size: Optional[int], skip_bad:
         raise _bad_layout(f"none of the images in {listing.root / 'train'} can be read", listing.root)
     channels = 1 if all(mode in GRAYSCALE_MODES for _, mode in good) else 3
     size = (image_size, image_size) if image_size else Counter(train_sizes).most_common(1)[0][0]
-    return Geometry(channels, size, bad)
+    int_scale = int_scale_of([p for p, h in zip(paths, headers) if not isinstance(h, Exception) and h[1] == "I"])
+    return Geometry(channels, size, bad, int_scale)
 
 
 # ---------------------------------------------------------------- decoding into one array
@@ -216,7 +259,7 @@ def _decode_into(target: np.ndarray, paths: Sequence[str], geometry: Geometry, s
         if paths[i] in skipped:
             return i
         try:
-            target[i] = read_image(paths[i], geometry.channels, geometry.size)
+            target[i] = read_image(paths[i], geometry.channels, geometry.size, geometry.int_scale)
         except Exception as exc:  # noqa: BLE001 - truncated or corrupt data shows up only when decoding
             if not skip_bad:
                 return (i, exc)

@@ -99,12 +99,13 @@ def input_geometry(meta: dict[str, str]) -> tuple[int, tuple[int, int]]:
 
 
 def read_images(paths: Sequence[str], channels: int = 1, size: tuple[int, int] = (28, 28)) -> np.ndarray:
-    from ignite_app.imagefolder import read_image
+    from ignite_app.imagefolder import int_scale_of, read_image
 
+    int_scale = int_scale_of(paths)  # the images given are one dataset: one scale for 32-bit integer images
     pixels = []
     for name in paths:
         try:
-            pixels.append(read_image(name, channels, size))
+            pixels.append(read_image(name, channels, size, int_scale))
         except Exception as exc:  # noqa: BLE001 - PIL raises many kinds for a bad file
             raise UserError(f"Cannot read the image {name} ({type(exc).__name__}: {exc}). Pass PNG or JPEG files.") from None
     return np.stack(pixels).astype(np.float32)

@@ -9,6 +9,7 @@ the W&B run is marked preempting and closed, and the process exits 128 + the sig
     if preemption.signum: ...                           # checkpoint, mark preempting, raise Preempted
     with Preemption(doing=FINISHING): ...               # after training: a signal is announced, the run finishes
     with Preemption(doing=STARTING): ...                # start-up: nothing to checkpoint yet, so stop at once
+    with Preemption(doing=CLOSING, signalled=signum):   # after a stop for `signum`: a Ctrl-C now is the second
 """
 from __future__ import annotations
 
@@ -44,9 +45,12 @@ class Preemption:
     """Signal handlers that ask the trainer to stop (Python runs them in the main thread between bytecodes, so the
     iteration in progress completes first); installed only in the main thread, where Python allows them."""
 
-    def __init__(self, request_stop: Optional[Callable[..., None]] = None, doing: str = STOPPING) -> None:
+    def __init__(self, request_stop: Optional[Callable[..., None]] = None, doing: str = STOPPING,
+                 signalled: Optional[int] = None) -> None:
+        """`signalled`: the signal an earlier phase already received (its stop is under way), so that a Ctrl-C in
+        this phase is the second one and exits at once."""
         self.request_stop, self.doing = request_stop, doing
-        self.signum: Optional[int] = None
+        self.signum: Optional[int] = signalled
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> "Preemption":

@@ -11,6 +11,7 @@ SPEC is one of
 from __future__ import annotations
 
 import pickle
+from stat import S_ISREG
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +39,24 @@ class ResolvedCheckpoint:
 # ---------------------------------------------------------------- finding files
 
 
+def checkpoint_files(directory: Path) -> dict[Path, tuple[int, int]]:
+    """The checkpoint files under `directory` (its run dirs and checkpoints/ dirs included) -> (mtime_ns, size). A
+    process that trains a run beside this one prunes its files at any instant: one gone before its stat is left out."""
+    found = {}
+    for path in directory.rglob(CHECKPOINT_GLOB):
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        if S_ISREG(stat.st_mode):
+            found[path] = (stat.st_mtime_ns, stat.st_size)
+    return found
+
+
 def checkpoints_newest_first(directory: Path) -> list[Path]:
     """The checkpoint files under `directory` (its run dirs and checkpoints/ dirs included), newest first."""
-    found = [p for p in directory.rglob(CHECKPOINT_GLOB) if p.is_file()]
-    return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+    found = checkpoint_files(directory)
+    return sorted(found, key=lambda p: (found[p][0], p.name), reverse=True)
 
 
 def newest_checkpoint(directory: Path) -> Optional[Path]:
@@ -228,6 +243,8 @@ def find_auto_resume(output_dir: str, run_id: Optional[str] = None, config: Opti
         try:
             return load_checkpoint(path, f"{path} (newest under {output_dir})")
         except UserError as error:
+            if not path.exists():  # pruned meanwhile by the process that trains that run (it holds its lock)
+                continue
             warn(f"--auto-resume: skipping {path}, it does not load ({str(error).split(': ', 1)[-1][:160]})")
     return None
 

@@ -37,22 +37,26 @@ class RunLock:
     def __init__(self, wait: bool = False) -> None:
         self.wait = wait
         self._lock: Optional[FileLock] = None
+        self.run_dir: Optional[Path] = None  # the run directory whose lock is held
 
     @property
     def held(self) -> bool:
         return self._lock is not None and self._lock.is_locked
 
-    def acquire(self, run_dir: Path) -> None:
-        """Take the lock on an existing run directory; a second call while held does nothing."""
-        if self.held:
-            return
+    def acquire(self, run_dir: Path) -> bool:
+        """Take the lock on an existing run directory (a second call for the same directory while held does nothing;
+        another directory's lock is let go first). True when it had to wait for another process (--wait-for-lock):
+        that process may have written newer checkpoints meanwhile, so what to resume must be decided again."""
         run_dir = Path(run_dir)
+        if self.held and self.run_dir is not None and self.run_dir.resolve() == run_dir.resolve():
+            return False
+        self.release()
         path = run_dir / LOCK_FILE
         lock = FileLock(str(path))
         try:
             lock.acquire(timeout=0)
-            self._lock = lock
-            return
+            self._lock, self.run_dir = lock, run_dir
+            return False
         except Timeout:
             holder = lock_holder(path) or "another process"
         if not self.wait:
@@ -62,9 +66,10 @@ class RunLock:
             )
         print(f"Waiting for {holder} to finish the run {run_dir.name} (--wait-for-lock) ...", flush=True)
         lock.acquire()
-        self._lock = lock
+        self._lock, self.run_dir = lock, run_dir
+        return True
 
     def release(self) -> None:
         if self._lock is not None:
             self._lock.release()
-            self._lock = None
+            self._lock, self.run_dir = None, None

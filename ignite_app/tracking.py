@@ -114,8 +114,13 @@ def prestart(mode: str) -> None:
 
 
 def check_wandb_dir(wandb_dir: Optional[str]) -> None:
-    """$WANDB_DIR must be a directory W&B can create or write to: W&B itself only warns and puts the run under the
-    system's temporary directory, where neither the user nor `--resume wandb/offline-run-...` would look."""
+    """$WANDB_DIR must not run through a file: W&B itself only warns and puts the run under the system's temporary
+    directory, where neither the user nor `--resume wandb/offline-run-...` would look.
+
+    Only that is bad input (exit 2): a path through a file can never become a directory, it is a mistake in the
+    setting, like an --output-dir that is a file. A directory that is not writable (permissions, a read-only mount)
+    is a state of the disk, like a full one, and may change while the run trains; the issue's rule for those is that
+    they cost W&B's records, never the run: `unwritable_wandb_dir` turns W&B off for the run with one warning."""
     if not wandb_dir:
         return
     path = Path(wandb_dir).expanduser()
@@ -125,10 +130,22 @@ def check_wandb_dir(wandb_dir: Optional[str]) -> None:
                 raise UserError(f"The environment variable WANDB_DIR={wandb_dir!r} points at a file ({candidate}), not "
                                 "a directory; set it to a directory for the W&B run files (it is created if missing), "
                                 "or unset it.")
-            if not os.access(candidate, os.W_OK | os.X_OK):
-                raise UserError(f"The environment variable WANDB_DIR={wandb_dir!r}: {candidate} is not writable by "
-                                "this user; set it to a directory you can write to, or unset it.")
             return
+
+
+def unwritable_wandb_dir(environ: Optional[dict] = None) -> Optional[tuple[str, str]]:
+    """(directory, why) when W&B cannot write where its runs go ($WANDB_DIR, else the working directory): the first
+    existing directory of that path is not writable by this user or lies on a read-only file system. None if it can."""
+    environ = os.environ if environ is None else environ
+    path = Path(environ.get("WANDB_DIR") or ".").expanduser().absolute()
+    candidate = next((p for p in (path, *path.parents) if p.exists()), None)
+    if candidate is None or not candidate.is_dir() or os.access(candidate, os.W_OK | os.X_OK):
+        return None
+    try:
+        read_only = bool(os.statvfs(candidate).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    return str(candidate), "read-only file system" if read_only else "not writable by this user"
 
 
 def given_run_id(environ: Optional[dict] = None, flag: Optional[str] = None) -> Optional[str]:
@@ -230,6 +247,10 @@ def create_logger(config: Config, run_id: str, mode: str, resume: bool = False):
         )
 
     started = time.time()
+    unwritable = unwritable_wandb_dir() if mode != "disabled" else None
+    if unwritable is not None:  # W&B would write the run under /tmp instead, where no one looks for it
+        warn(unwritable[1], unwritable[0], consequence="W&B is off for this run")
+        mode = "disabled"
     try:
         logger = start(mode, settings)
     except wandb.errors.CommError as exc:

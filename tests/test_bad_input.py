@@ -89,6 +89,8 @@ FLAG_CASES = [
     (["--handler-arg", "x=1"], "--handler-arg must follow a --handler"),
     (["--wandb-project", "a/b"], "--wandb-project (or $WANDB_PROJECT): W&B refuses it (Invalid project name 'a/b'"),
     (["--wandb-tags", "ok", "x" * 65], "--wandb-tags: W&B refuses it (Tag"),
+    (["--model", "convnet", "--pretrained"], "--pretrained needs a torchvision model (e.g. --model resnet18); convnet has"),
+    (["--model", "net", "--pretrained"], "--pretrained needs a torchvision model (e.g. --model resnet18); net has no"),
     (["--accumulation-steps", "3", "--checkpoint-every", "5"],
      "--checkpoint-every 5 is not a multiple of --accumulation-steps 3"),
 ]

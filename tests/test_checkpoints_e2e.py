@@ -201,8 +201,46 @@ def test_preemption_signal_checkpoints_exits_128_plus_signal_and_resumes_bit_exa
     assert not list(tmp_path.glob("runs/*/model.onnx"))  # no end-of-training work: the resumed run does it
     summary = inspect_summary(only(offline_runs(tmp_path)))
     assert summary["summary"]["stopped"] == f"preempted ({signame})"
+    # the run is marked preempting in W&B's own record (what a sweep controller reads to requeue it)
+    assert [r["type"] for r in inspect_records(only(offline_runs(tmp_path)))].count("preempting") == 1
     resumed = run_train([*ARGS, "--auto-resume"], tmp_path)
     assert f"at iteration {stopped_at}" in resumed.stdout
+    assert_same_final_state(uninterrupted, tmp_path)
+
+
+def test_a_second_ctrl_c_exits_at_once_and_the_newest_checkpoint_still_resumes(uninterrupted, tmp_path):
+    """The first SIGINT (at iteration 6) starts the preemption: finish the iteration, checkpoint, close W&B. A
+    second one, sent as soon as the first is announced, lands somewhere in that work and exits at once (130), with
+    no traceback; whatever it cut off, the newest checkpoint file on disk loads and --auto-resume ends bit-exact."""
+    import signal
+    import subprocess
+    import sys
+
+    from helpers import clean_env
+    from ignite_app.resume import checkpoints_newest_first, load_checkpoint
+
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *ARGS, "--output-dir", str(tmp_path / "runs"),
+         "--handler", SIGNAL_AT, "--handler-arg", "iteration=6", "--handler-arg", "signame=SIGINT"],
+        cwd=tmp_path, env=clean_env(tmp_path), stdout=(tmp_path / "out.log").open("w"), stderr=subprocess.PIPE,
+        text=True)
+    try:
+        err = ""
+        for line in proc.stderr:
+            err += line
+            if "SIGINT received" in line:  # the preemption has begun: Ctrl-C again
+                proc.send_signal(signal.SIGINT)
+                break
+        err += proc.stderr.read()
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Second interrupt: exiting at once" in err, err[-3000:]
+    assert "Traceback" not in err
+    newest = checkpoints_newest_first(tmp_path / "runs")[0]
+    assert load_checkpoint(newest, str(newest)).content["trainer"]["iteration"] in (4, 7)  # before or at the stop
+    resumed = run_train([*ARGS, "--auto-resume"], tmp_path)
+    assert f"Resumed from {newest}" in resumed.stdout, resumed.stdout
     assert_same_final_state(uninterrupted, tmp_path)
 
 
@@ -316,6 +354,55 @@ def test_two_processes_resuming_one_run_the_second_gets_exit_2_naming_the_holder
     first.wait()
     waited = run_train([*ARGS, "--epochs", "4", "--auto-resume", "--wait-for-lock"], tmp_path)
     assert "Traceback" not in waited.stderr and "Resumed from" in waited.stdout  # a killed holder's lock never blocks
+
+
+def test_a_process_that_waited_for_the_lock_resumes_the_holders_newest_checkpoint(tmp_path):
+    """`--wait-for-lock --auto-resume` beside a live run: it decided what to resume before it waited, so once the
+    holder finished it resumed the checkpoint that was newest when it started (12, not 33) and logged to W&B at steps
+    the holder had logged. Now it decides after the wait: it continues from the holder's final checkpoint."""
+    import subprocess
+    import sys
+    import time
+
+    from helpers import clean_env
+
+    gate = tmp_path / "go"
+    holder = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *ARGS, "--output-dir", str(tmp_path / "runs"),
+         "--handler", str(ROOT / "tests" / "user_handlers.py") + ":pause_at", "--handler-arg", "iteration=12",
+         "--handler-arg", f"until={gate}"],
+        cwd=tmp_path, env=clean_env(tmp_path), stdout=(tmp_path / "holder.log").open("w"), stderr=subprocess.STDOUT)
+    waiter, line = None, ""
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.name == "checkpoint_12.pt" for p in checkpoints(tmp_path)):  # the holder paused at 12
+            assert holder.poll() is None and time.monotonic() < deadline, (tmp_path / "holder.log").read_text()[-3000:]
+            time.sleep(0.1)
+        waiter = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "train.py"), *ARGS, "--epochs", "4", "--auto-resume",
+             "--wait-for-lock", "--output-dir", str(tmp_path / "runs")],
+            cwd=tmp_path, env=clean_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for line in waiter.stdout:  # it found the run (at checkpoint 12) and waits for the holder
+            if "Waiting for process" in line:
+                break
+        assert str(holder.pid) in line and waiter.poll() is None, line
+        gate.touch()  # the holder trains on to 33 and ends; then the waiter gets the lock
+        assert holder.wait(timeout=300) == 0, (tmp_path / "holder.log").read_text()[-3000:]
+        out, err = waiter.communicate(timeout=300)
+    finally:
+        for proc in (holder, waiter):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    assert waiter.returncode == 0 and "Traceback" not in err, err[-3000:]
+    assert "at iteration 33" in out and "at iteration 12" not in out, out
+    assert "is free; deciding again what to resume" in out
+    assert {p.name for p in checkpoints(tmp_path) if p.name.startswith("checkpoint_")} == {"checkpoint_40.pt",
+                                                                                       "checkpoint_44.pt"}
+    assert load(only(p for p in checkpoints(tmp_path) if p.name == "checkpoint_44.pt"))["trainer"]["iteration"] == 44
+    first, second = offline_runs(tmp_path)  # one W&B run in two directories; the second continues after step 33
+    assert inspect_summary(first)["run_id"] == inspect_summary(second)["run_id"]
+    steps = [row["_step"] for row in history(second)]
+    assert steps and min(steps) > 33 and steps == sorted(steps)
 
 
 def test_torture_eight_sigkills_at_random_instants_then_the_run_ends_bit_exact(uninterrupted, tmp_path):

@@ -5,6 +5,7 @@
 - WANDB_DIR: training and checkpoints go on, one warning line, the results are printed and written, exit 0, and
   W&B keeps what it recorded before the disk filled.
 The disk is filled at the end of epoch 1 by a `--handler` (tests/disk_filler.py), as another process would."""
+import contextlib
 import subprocess
 import sys
 
@@ -94,3 +95,30 @@ def test_wandb_dir_too_full_to_start_a_run_turns_wandb_off(tmp_path):
     assert "W&B: disabled" in proc.stdout and "Test results: test/accuracy" in proc.stdout
     (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     assert (run_dir / "checkpoints" / "checkpoint_11.pt").is_file()
+
+
+def test_unwritable_wandb_dir_at_start_turns_wandb_off_and_the_run_finishes(tmp_path):
+    """A WANDB_DIR that cannot be written (a read-only mount, or permissions) was bad input, exit 2; it is a state of
+    the disk like a full one, so now it costs W&B's records only: one warning, W&B off, the run trains, exit 0.
+    (As root permissions do not stop writes: a read-only tmpfs there, skipped where none can be mounted.)"""
+    import os
+
+    wandb_dir = tmp_path / "wandb-disk"
+    if os.geteuid() != 0:
+        wandb_dir.mkdir()
+        wandb_dir.chmod(0o555)
+        context = contextlib.nullcontext(wandb_dir)
+    else:
+        context = tmpfs(wandb_dir, "1m", read_only=True)
+    with context:
+        proc = run_train([*QUICK, "--epochs", "1", "--no-onnx", "--no-test-report"], tmp_path,
+                         env=clean_env(tmp_path, WANDB_DIR=str(wandb_dir), **ONE_THREAD), check=False)
+        assert not list(wandb_dir.iterdir())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr[-3000:]  # one warning line
+    assert f"W&B cannot write its files under {wandb_dir} (" in proc.stderr and "W&B is off for this run" in proc.stderr
+    assert "read-only file system" in proc.stderr or "not writable" in proc.stderr, proc.stderr
+    assert "W&B: disabled" in proc.stdout and "Test results: test/accuracy" in proc.stdout
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    assert (run_dir / "checkpoints" / "checkpoint_11.pt").is_file()
+    assert not list(tmp_path.glob("wandb/*run-*"))  # not moved elsewhere (W&B's own fallback is the temp dir)

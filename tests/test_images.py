@@ -1,5 +1,6 @@
 """Your own images, in process: ImageFolder reading (modes, sizes, bad files, layout errors), the disk cache, CIFAR-10
 from files in torchvision's layout, per-channel normalization, augmentation, torchvision models, the test report."""
+import json
 import os
 from pathlib import Path
 
@@ -55,6 +56,58 @@ def test_mixed_modes_and_sizes_become_the_datasets_channels_and_most_common_size
     assert by_name["big"][:, 5, 5].tolist() == [0, 0, 255]
     assert train.labels.tolist() == [0, 0, 0, 0, 1, 1, 1]
     assert folder.test.images.shape == (2, 3, 10, 10) and folder.test.images[1, :, 0, 0].tolist() == [200] * 3
+
+
+def gray16(value: int) -> Image.Image:
+    return Image.fromarray(np.full((6, 6), value, dtype=np.uint16))  # mode I;16
+
+
+def test_16_bit_images_are_scaled_by_their_depth_not_by_their_own_maximum(tmp_path):
+    """A dark 16-bit frame stays dark (1000 / 257 -> 4, 250 / 257 -> 1): it was read as 8-bit (250 -> 250, nearly
+    white) when its own maximum was <= 255. Also for mode "I" files whose header says 16 bits (a 16-bit PGM)."""
+    save(tmp_path / "train/dark/a.png", gray16(1000))
+    save(tmp_path / "train/dark/b.png", gray16(250))
+    save(tmp_path / "train/dark/c.pgm", gray16(250))  # PIL reads a 16-bit PGM as mode "I"
+    save(tmp_path / "train/bright/a.png", gray16(65535))
+    save(tmp_path / "test/dark/a.png", gray16(0))
+    with Image.open(tmp_path / "train/dark/c.pgm") as pgm, Image.open(tmp_path / "train/dark/a.png") as png:
+        assert (pgm.mode, png.mode) == ("I", "I;16")  # both paths are taken
+    folder = imagefolder.load_folder(str(tmp_path))
+    assert folder.channels == 1
+    assert folder.train.images[:, 0, 3, 3].tolist() == [255, 4, 1, 1]  # bright/a, dark/a, dark/b, dark/c
+    assert imagefolder.read_image(str(tmp_path / "train/dark/b.png"), 3, (6, 6))[:, 0, 0].tolist() == [1, 1, 1]
+
+
+@pytest.mark.parametrize("values, expected", [((200, 17), [200, 17]), ((200, 60000), [1, 233])])
+def test_32_bit_integer_images_of_unknown_depth_get_one_scale_per_dataset(tmp_path, values, expected):
+    """32-bit integer TIFFs do not say whether they hold 8- or 16-bit values: when none exceeds 255 they are 8-bit
+    (200 -> 200), else all are 16-bit (200 -> 1), the same scale for every image of the dataset."""
+    for name, value in zip("ab", values):
+        save(tmp_path / f"train/{name}/0.tif", Image.fromarray(np.full((6, 6), value, dtype=np.int32)))
+    save(tmp_path / "test/a/0.png", Image.new("L", (6, 6), 9))
+    with Image.open(tmp_path / "train/a/0.tif") as tif:
+        assert tif.mode == "I" and not imagefolder.sixteen_bit_source(tif)
+    folder = imagefolder.load_folder(str(tmp_path))
+    assert folder.train.images[:, 0, 3, 3].tolist() == expected
+    from ignite_app.predict import read_images  # predict.py decides the same way over the files it is given
+
+    paths = [str(tmp_path / f"train/{name}/0.tif") for name in "ab"]
+    assert read_images(paths, 1, (6, 6))[:, 0, 3, 3].tolist() == expected
+
+
+def test_a_val_folder_is_the_validation_split_and_val_fraction_is_not_used(tmp_path):
+    """DIR/val/CLASS/... is the validation split, whole: the split sizes come from the folders, whatever
+    --val-fraction says, and the start-up notes say so."""
+    root = make_shapes_folder(tmp_path / "data", train_per_class=5, test_per_class=2, val_per_class=3, size=8)
+    for fraction in (0.1, 0.5):
+        splits = load_splits("imagefolder", str(root), fraction, 0)
+        assert (len(splits.train), len(splits.val), len(splits.test)) == (15, 9, 6)
+        assert splits.val.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+        assert any("--val-fraction not used" in note and str(root / "val") in note for note in splits.notes)
+    val_file = imagefolder.read_image(str(root / "val/square/0001.png"), 3, (8, 8))
+    assert torch.equal(splits.val.images[4], torch.tensor(val_file))  # the val/ images themselves, in order
+    no_val = load_splits("imagefolder", str(make_shapes_folder(tmp_path / "plain", 5, 2, size=8)), 0.2, 0)
+    assert (len(no_val.train), len(no_val.val)) == (12, 3) and not any("val" in n for n in no_val.notes)
 
 
 def test_an_all_grayscale_folder_has_one_channel_and_image_size_resizes(tmp_path):
@@ -161,6 +214,69 @@ def test_disk_cache_holds_the_same_pixels_is_reused_and_invalidated(tmp_path, sh
     assert len(changed.train) + len(changed.val) == 37
     (second,) = cache.glob("*.u8")
     assert second != first and not first.exists()
+    # an edited file (same name) and a removed one: a new cache each time, with the new pixels, the old one deleted
+    Image.new("RGB", (12, 12), (250, 1, 1)).save(root / "test/circle/0000.png")
+    edited = load_splits("imagefolder", str(root), 0.2, 3, max_memory=1, cache_dir=cache)
+    assert edited.test.images[0, :, 5, 5].tolist() == [250, 1, 1]
+    (third,) = cache.glob("*.u8")
+    assert third != second and not second.exists()
+    (root / "train/circle/new.png").unlink()
+    removed = load_splits("imagefolder", str(root), 0.2, 3, max_memory=1, cache_dir=cache)
+    assert len(removed.train) + len(removed.val) == 36
+    (fourth,) = cache.glob("*.u8")
+    assert fourth not in (first, second, third) and not third.exists()
+
+
+# ---------------------------------------------------------------- export_onnx.py after the folder changed
+
+
+def write_checkpoint(tmp_path: Path, root: Path) -> Path:
+    """What a run writes and export_onnx.py reads: meta (config, run id), model weights, trainer state, the data entry
+    (class names, shape, normalization); an untrained convnet, as export only needs the weights to match."""
+    from ignite_app.config import Config
+    from ignite_app.data import splits_from_config
+    from ignite_app.state import FORMAT_VERSION
+
+    config = Config(dataset="imagefolder", data_dir=str(root), kernels=(4, 8), val_fraction=0.2)
+    info = splits_from_config(config).info
+    torch.manual_seed(0)
+    model = build_model("convnet", config.kernels, info.num_classes, info.mean, info.std, in_channels=info.channels,
+                        image_size=info.size)
+    path = tmp_path / "checkpoint_1.pt"
+    torch.save({"meta": {"format_version": FORMAT_VERSION, "run_id": "abc", "config": config.to_dict()},
+                "model": model.state_dict(), "trainer": {"iteration": 1, "epoch_length": 1, "max_epochs": 1},
+                "data": info.state_dict()}, path)
+    return path
+
+
+def test_export_takes_classes_and_shape_from_the_checkpoint_not_from_the_folder_as_it_is_now(tmp_path, capsys):
+    """The folder gained a class after training: the ONNX metadata still names the model's 3 classes (it was
+    rebuilt with 4 outputs and refused as "another architecture"). When its images now have another size, the
+    export is refused (exit 2, nothing written): the metadata would otherwise describe a shape the model never saw."""
+    import onnx
+
+    from ignite_app.export import export
+    from ignite_app.main import guarded
+
+    root = make_shapes_folder(tmp_path / "data", train_per_class=6, test_per_class=2, size=8)
+    checkpoint = write_checkpoint(tmp_path, root)
+    for split in ("train", "test"):
+        save(root / split / "zebra/0.png", Image.new("RGB", (8, 8), (9, 9, 9)))
+    out = tmp_path / "model.onnx"
+    args = ["--checkpoint", str(checkpoint), "--output", str(out), "--exporter", "torchscript", "--opset", "17"]
+    assert guarded("export_onnx.py", lambda: export(args)) == 0, capsys.readouterr().err
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(meta["classes"]) == ["circle", "square", "triangle"]
+    assert (meta["channels"], meta["height"], meta["width"]) == ("3", "8", "8")
+
+    for i in range(30):  # the most common size is now 10 x 10
+        save(root / "train/zebra" / f"big{i}.png", Image.new("RGB", (10, 10)))
+    again = tmp_path / "again.onnx"
+    args = ["--checkpoint", str(checkpoint), "--output", str(again), "--exporter", "torchscript", "--opset", "17"]
+    assert guarded("export_onnx.py", lambda: export(args)) == 2
+    err = capsys.readouterr().err
+    assert "was trained on 3 x 8 x 8 images" in err and "now gives 3 x 10 x 10 images" in err and "Traceback" not in err
+    assert not again.exists()
 
 
 # ---------------------------------------------------------------- CIFAR-10
@@ -209,6 +325,29 @@ def test_models_adapt_to_channels_size_and_classes(name, channels, size):
     assert model.eval()(torch.zeros(2, channels, *size)).shape == (2, 7)
 
 
+def test_an_image_too_small_for_a_torchvision_model_is_a_clear_error():
+    """squeezenet's first layer is an unpadded 3 x 3 convolution: a 2 x 2 image does not fit, and says so before any
+    data is read, instead of a shape error in the first iteration."""
+    with pytest.raises(UserError, match=r"--model squeezenet1_1 cannot take 3 x 2 x 2 images \(\w+: .+\)\. Pass a larger "
+                                        r"--image-size"):
+        build_model("squeezenet1_1", (4, 8), 3, (0.5,) * 3, (0.2,) * 3, in_channels=3, image_size=(2, 2))
+    assert build_model("squeezenet1_1", (4, 8), 3, (0.5,) * 3, (0.2,) * 3, in_channels=3, image_size=(32, 32))
+
+
+def test_image_size_resizes_a_builtin_dataset_once_into_uint8():
+    """--image-size on a built-in dataset (data.resize_split): every split at the new size, still uint8, the same
+    labels, and the same pictures (antialiased: the mean brightness is kept)."""
+    plain = load_splits("digits", None, 0.1, 0)
+    small = load_splits("digits", None, 0.1, 0, image_size=14)
+    for name in ("train", "val", "test"):
+        a, b = getattr(plain, name), getattr(small, name)
+        assert b.images.shape == (len(a), 1, 14, 14) and b.images.dtype == torch.uint8, name
+        assert torch.equal(a.labels, b.labels), name
+        assert abs(a.images.float().mean() - b.images.float().mean()) < 1.0, name
+    assert small.info.size == (14, 14) and small.info.channels == 1
+    assert small.train.images.float().std() > 50  # not blurred to grey
+
+
 def test_list_models_names_ours_and_torchvisions(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--list-models"])
@@ -251,3 +390,56 @@ def test_augmentation_crops_and_flips_each_image_on_its_own():
     assert len(set(rows)) == 10  # every offset, mirrored and not, within one batch: parameters per image
     mirrored = sum(row not in windows for row in rows)
     assert 60 < mirrored < 140  # about half
+
+
+# ---------------------------------------------------------------- the test report
+
+
+def test_test_report_numbers_on_a_known_confusion_matrix(tmp_path):
+    """10 test images of 3 classes, 7 right. Rows true, columns predicted: [[3, 1, 0], [0, 1, 1], [1, 0, 3]]; so
+    precision 3/4, 1/2, 3/4 (columns), recall = per-class accuracy 3/4, 1/2, 3/4 (rows), accuracy 0.7."""
+    from types import SimpleNamespace
+
+    from ignite_app.handlers.test_report import TestReport
+
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 2, 2])
+    predicted = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 0])
+    printed: list[str] = []
+    report = TestReport(["cat", "dog", "emu"], tmp_path, log=printed.append)
+    engine = SimpleNamespace(state=SimpleNamespace(output=None))
+    for batch in (slice(0, 6), slice(6, 10)):  # two batches, gathered in order
+        engine.state.output = (torch.nn.functional.one_hot(predicted[batch], 3).float() * 4, labels[batch])
+        report.collect(engine)
+    r = report(engine)
+    assert r["matrix"].tolist() == [[3, 1, 0], [0, 1, 1], [1, 0, 3]]
+    assert r["precision"].tolist() == [0.75, 0.5, 0.75] and r["recall"].tolist() == [0.75, 0.5, 0.75]
+    assert r["support"].tolist() == [4, 2, 4] and r["accuracy"] == pytest.approx(0.7)
+    table = printed[0].splitlines()
+    assert table[0].startswith("Test report: accuracy 0.7000 on 10 images") and "recall is its accuracy" in table[0]
+    assert table[1].split() == ["class", "precision", "recall", "support", "|", "predicted:", "0", "1", "2"]
+    assert table[3].split() == ["dog", "0.500", "0.500", "2", "|", "1:", "0", "1", "1"]
+    rows = (tmp_path / "test_report.csv").read_text().splitlines()
+    assert rows[0] == "class,precision,recall,accuracy,f1,support,predicted cat,predicted dog,predicted emu"
+    assert rows[1] == "cat,0.750000,0.750000,0.750000,0.750000,4,3,1,0"
+    assert rows[2] == "dog,0.500000,0.500000,0.500000,0.500000,2,0,1,1"
+    assert (tmp_path / "test_report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_test_report_scores_equal_sklearns(seed):
+    """The report counts with numpy (sklearn.metrics' import cost 0.6 CPU-s a run); sklearn is the oracle, with an
+    empty class (no support and never predicted: zero_division=0) and a class predicted but never true."""
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+    from ignite_app.handlers.test_report import scores
+
+    rng = np.random.default_rng(seed)
+    k = 7
+    labels = rng.choice([0, 1, 2, 3, 5], 300)  # 4 and 6 never true
+    predicted = np.where(rng.random(300) < 0.6, labels, rng.choice([0, 1, 2, 3, 6], 300))  # 4 never predicted
+    r = scores(labels, predicted, k)
+    assert r["matrix"].tolist() == confusion_matrix(labels, predicted, labels=list(range(k))).tolist()
+    expected = precision_recall_fscore_support(labels, predicted, labels=list(range(k)), zero_division=0)
+    for name, values in zip(("precision", "recall", "f1", "support"), expected):
+        np.testing.assert_allclose(r[name], values, rtol=1e-12, err_msg=name)
+    assert r["accuracy"] == pytest.approx((labels == predicted).mean())

@@ -3,9 +3,11 @@ a SIGKILLed --augment run resumes bit-exactly from the on-disk cache; a torchvis
 import json
 import re
 
+import numpy as np
 import onnx
 import pytest
 import torch
+from PIL import Image
 
 from helpers import ROOT, clean_env, inspect_records, inspect_summary, offline_runs, run_script, run_train
 from image_data import SHAPES, make_shapes_folder, write_fake_cifar10
@@ -64,8 +66,8 @@ def test_imagefolder_trains_reports_exports_and_predicts(uninterrupted, shapes):
     assert re.search(r"Test report: accuracy [01]\.\d{4} on 60 images", proc.stdout)
     assert re.search(r"circle\s+\d\.\d{3}\s+\d\.\d{3}\s+20\s+\|", proc.stdout)
     csv_rows = (out / "test_report.csv").read_text().splitlines()
-    assert csv_rows[0].startswith("class,precision,recall,f1,support,predicted circle") and len(csv_rows) == 4
-    assert sum(int(row.split(",")[4]) for row in csv_rows[1:]) == 60
+    assert csv_rows[0].startswith("class,precision,recall,accuracy,f1,support,predicted circle") and len(csv_rows) == 4
+    assert sum(int(row.split(",")[5]) for row in csv_rows[1:]) == 60
     assert (out / "test_report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     keys = {k for r in inspect_records(run_dir) if r["type"] == "history" for k in r["history"]["item"]}
     assert any(k.startswith("test/confusion_matrix_table") for k in keys) and any(k.startswith("test/per_class") for k in keys)
@@ -120,9 +122,17 @@ def test_torchvision_resnet18_at_a_small_size_trains_and_exports(shapes, tmp_pat
     # media/table JSON only names the column type)
     tables = [r["artifact"] for r in inspect_records(run_dir)
               if r["type"] == "artifact" and r["artifact"]["type"] == "run_table"]
-    worst = [a for a in tables if a["name"].endswith("test/worst_images") or "worst_images" in a["name"]]
-    assert worst and any(c["path"].startswith("media/images/") and c["path"].endswith(".png")
-                         for a in worst for c in a["manifest"]["contents"])
+    for name in ("worst_images", "hard_examples"):  # both tables hold colour images: RGB PNGs, not one channel
+        pngs = [c["local_path"] for a in tables if name in a["name"] for c in a["manifest"]["contents"]
+                if c["path"].startswith("media/images/") and c["path"].endswith(".png")]
+        assert pngs, name
+        for png in pngs:  # staged for `wandb sync` in W&B's artifact staging directory
+            with Image.open(png) as image:
+                assert image.mode == "RGB" and image.size == (24, 24), (name, image.mode, image.size)
+                pixels = np.asarray(image, dtype=np.int16)
+            assert (pixels[..., 0] != pixels[..., 2]).any(), name  # the shapes' hues, not grey
+    (per_class,) = (run_dir / "files" / "media" / "table" / "test").glob("per_class_*.table.json")
+    assert json.loads(per_class.read_text())["columns"] == ["class", "precision", "recall", "accuracy", "f1", "support"]
 
 
 # ---------------------------------------------------------------- CIFAR-10 through torchvision's class

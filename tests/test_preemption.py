@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from ignite_app.preemption import FINISHING, STARTING, SIGNALS, Preempted, Preemption
+from ignite_app.preemption import CLOSING, FINISHING, STARTING, SIGNALS, Preempted, Preemption
 
 
 @pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
@@ -37,3 +37,20 @@ def test_a_signal_while_training_asks_for_a_stop_and_a_finishing_run_goes_on(cap
             pass
     assert finishing.signum == signal.SIGTERM  # announced, nothing raised: the finished run ends with its results
     assert "training is complete" in capfd.readouterr().err
+
+
+def test_a_ctrl_c_after_an_earlier_phase_was_signalled_is_the_second_and_exits_at_once() -> None:
+    """The stop's checkpoint and W&B's close run in later phases (each its own Preemption): a Ctrl-C there must count
+    as the second one (exit at once), not start a new round of 'finishing ...' or raise KeyboardInterrupt midway. The
+    exit is os._exit, so it is checked in a child process."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with Preemption(doing=CLOSING, signalled=signal.SIGINT):
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):
+                    pass
+        finally:
+            os._exit(3)  # reached only if the Ctrl-C did not exit at once
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGINT

@@ -128,7 +128,7 @@ def test_auto_resume_loads_the_checkpoint_once(tmp_path, monkeypatch):
     loads, given = [], []
     real_load = resume.load_checkpoint
     monkeypatch.setattr(resume, "load_checkpoint", lambda *args: loads.append(args) or real_load(*args))
-    monkeypatch.setattr("ignite_app.app.training", lambda rank, config, checkpoint: given.append(checkpoint))
+    monkeypatch.setattr("ignite_app.app.training", lambda rank, config, checkpoint, run_lock=None: given.append(checkpoint))
     main.worker(0, ["--dataset", "digits", "--output-dir", str(tmp_path / "runs"), "--auto-resume"])
     assert len(loads) == 1 and given[0].path == path and given[0].content["trainer"]["iteration"] == 21
 

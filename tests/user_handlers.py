@@ -141,6 +141,16 @@ def signal_at(app, iteration: int, signame: str = "SIGTERM") -> None:
         os.kill(os.getpid(), getattr(signal, signame))
 
 
+def pause_at(app, iteration: int, until: str) -> None:
+    """Once the trainer completes `iteration` (after that iteration's checkpoint), wait until the file `until`
+    exists: a test holds a live run at a known instant while it starts another process beside it."""
+
+    @app.trainer.on(Events.ITERATION_COMPLETED(once=iteration))
+    def _pause(_):
+        while not os.path.exists(until):
+            time.sleep(0.05)
+
+
 def signal_in_test(app, signame: str = "SIGTERM") -> None:
     """Send this process `signame` during the test evaluation, once training is complete."""
 
