@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+
 import math
 import signal
 import os
@@ -32,7 +33,7 @@ from ignite_app.handlers.best_metrics import BestMetrics
 from ignite_app.handlers.onnx_export import OnnxExportHandler
 from ignite_app.handlers.test_report import TestReport
 from ignite_app.handlers.wandb_checkpoint import ArtifactUploader, WandBCheckpointSaver, clean_debris
-from ignite_app import disk, distributed, plugins, resume, tracking
+from ignite_app import collection, disk, distributed, plugins, resume, tracking
 from ignite_app.config import Config, validate
 from ignite_app.augment import BatchAugment
 from ignite_app.data import Loaders, Splits, make_loaders, splits_from_config, verification_images
@@ -179,6 +180,7 @@ class App:
 
     def run(self) -> dict[str, float]:
         """Train for config.epochs (continuing a checkpoint if given), then evaluate the test set once."""
+        collection.resume()  # paused for the start-up by main.train
         attach_handlers(self)  # no-op when the caller attached them already
         state = self.trainer.state
         if self.checkpoint is not None:

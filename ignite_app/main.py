@@ -8,9 +8,9 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, NoReturn, Optional, Sequence
 
-from ignite_app import tracking
+from ignite_app import collection, tracking
 from ignite_app.cli import parse
 from ignite_app.errors import EXIT_FAILURE, EXIT_OK, EXIT_USER_ERROR, AppError
 
@@ -45,12 +45,22 @@ def _speaks(error: AppError) -> bool:
     return os.environ.get("RANK", "0") == "0" or type(error).__name__ == "PeerLost"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    return guarded("train.py", lambda: train(argv))
+def main(argv: Optional[Sequence[str]] = None, ends_process: bool = False) -> int:
+    """`ends_process`: the process exits after the run (the scripts), see `collection`."""
+    return guarded("train.py", lambda: train(argv, ends_process))
 
 
-def train(argv: Optional[Sequence[str]] = None) -> None:
-    """Parse, then run `worker` in this process, in each process a launcher started, or in spawned processes."""
+def train(argv: Optional[Sequence[str]] = None, ends_process: bool = False) -> None:
+    """Parse, then run `worker` in this process, in each process a launcher started, or in spawned processes; with
+    the garbage collector paused until training starts (`collection`; `App.run` resumes it)."""
+    collection.pause(freeze_on_resume=ends_process)
+    try:
+        _train(argv)
+    finally:
+        collection.resume()
+
+
+def _train(argv: Optional[Sequence[str]]) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     config = parse(argv)
     if config.nproc_per_node == 1 and os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0":
@@ -115,7 +125,7 @@ def _decide_under_lock(config, run_lock) -> "Optional[ResolvedCheckpoint]":
 
 def _scanned_directory(config) -> Optional[Path]:
     """The directory whose checkpoints the decision reads (--auto-resume, or --resume DIR), else None."""
-    from ignite_app import tracking
+    from ignite_app import collection, tracking
 
     if config.resume:
         path = Path(config.resume).expanduser()
@@ -142,8 +152,15 @@ def _checkpoint_to_resume(config) -> "Optional[ResolvedCheckpoint]":
 
 
 def main_exit() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point (and `scripts/train.py`'s)."""
+    exit_process(main(ends_process=True))
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a script's process with `code`, without Python's 2-3 s shutdown collection (`collection.before_exit`);
+    atexit handlers and W&B's teardown run as usual."""
+    collection.before_exit()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

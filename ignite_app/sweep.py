@@ -111,4 +111,6 @@ def run_offline(spec: Any, root: Path, args: argparse.Namespace) -> None:
 
 
 def main_exit() -> None:
-    sys.exit(main())
+    from ignite_app.main import exit_process
+
+    exit_process(main())

@@ -6,7 +6,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from ignite_app.export import export  # noqa: E402
-from ignite_app.main import guarded  # noqa: E402
+from ignite_app.main import exit_process, guarded  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(guarded("export_onnx.py", export))
+    exit_process(guarded("export_onnx.py", export))

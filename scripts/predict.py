@@ -5,8 +5,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ignite_app.main import guarded  # noqa: E402
+from ignite_app.main import exit_process, guarded  # noqa: E402
 from ignite_app.predict import predict  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(guarded("predict.py", predict))
+    exit_process(guarded("predict.py", predict))

@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from ignite_app.main import main  # noqa: E402
+from ignite_app.main import main_exit  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main_exit()

@@ -22,7 +22,13 @@ def digits_images():
     return load_splits("digits", None, 0.1, seed=0).test.images
 
 
-@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+# the dynamo exporter (torch.export) takes ~2 s an export even for these tiny models (the torchscript one ~0.2 s): its
+# exports are marked e2e to keep the fast tier fast; CI runs them
+DYNAMO = pytest.param("dynamo", marks=pytest.mark.e2e)
+EXPORTERS = [DYNAMO if exporter == "dynamo" else exporter for exporter in ONNX_OPSETS]
+
+
+@pytest.mark.parametrize("exporter", EXPORTERS)
 def test_export_has_a_dynamic_batch_and_matches_pytorch(tmp_path, digits_images, exporter):
     model = build_model("net", (16, 32), 10, 0.3, 0.3).eval()
     report = export_and_verify(model, digits_images, tmp_path / "m.onnx", opset=18, exporter=exporter,
@@ -61,7 +67,7 @@ def test_handler_checks_its_arguments(tmp_path, digits_images):
         OnnxExportHandler(Unexportable(), digits_images, tmp_path, opset=17)
 
 
-@pytest.mark.parametrize("exporter", ONNX_OPSETS)
+@pytest.mark.parametrize("exporter", EXPORTERS)
 def test_the_opset_asked_for_at_each_end_of_the_exporters_range_is_the_opset_written(tmp_path, digits_images, exporter):
     model = build_model("convnet", (4, 8), 10, 0.3, 0.3).eval()
     for opset in ONNX_OPSETS[exporter]:
@@ -69,6 +75,7 @@ def test_the_opset_asked_for_at_each_end_of_the_exporters_range_is_the_opset_wri
         assert report.verified and written_opset(onnx.load(str(tmp_path / f"m{opset}.onnx"))) == opset
 
 
+@pytest.mark.e2e  # a dynamo export
 def test_an_opset_the_exporter_does_not_write_is_an_error_not_a_silent_18(tmp_path, digits_images):
     # below its range the dynamo exporter falls back to opset 18 when converting down fails; export_onnx checks
     model = build_model("convnet", (4, 8), 10, 0.3, 0.3).eval()

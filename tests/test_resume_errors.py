@@ -140,7 +140,8 @@ def test_wandb_spec_with_no_network(isolated, capsys, monkeypatch):
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
     import wandb
 
-    monkeypatch.setattr(wandb.Api, "_HTTP_TIMEOUT", 3)  # WANDB_HTTP_TIMEOUT, read when wandb is imported
+    # WANDB_HTTP_TIMEOUT, read when wandb is imported: W&B retries the refused connection until it runs out
+    monkeypatch.setattr(wandb.Api, "_HTTP_TIMEOUT", 1)
     err = run_main(["--resume", "wandb:me/ignite-app/checkpoint-abc:latest"], isolated, capsys)
     assert "Cannot reach the W&B API" in err
 
@@ -149,6 +150,7 @@ def test_malformed_wandb_spec(isolated, capsys):
     assert "not a W&B checkpoint spec" in run_main(["--resume", "wandb:just-a-name"], isolated, capsys)
 
 
+@pytest.mark.e2e  # train.py in a subprocess that imports torch, ~3 s (test_bad_input checks train.py's exit 2 lighter)
 def test_exit_code_2_from_the_script(isolated):
     proc = run_train([*QUICK, "--resume", str(isolated / "nope.pt")], isolated, check=False)
     assert proc.returncode == 2 and "no such file or directory" in proc.stderr and "Traceback" not in proc.stderr
