@@ -125,7 +125,7 @@ def _decide_under_lock(config, run_lock) -> "Optional[ResolvedCheckpoint]":
 
 def _scanned_directory(config) -> Optional[Path]:
     """The directory whose checkpoints the decision reads (--auto-resume, or --resume DIR), else None."""
-    from ignite_app import collection, tracking
+    from ignite_app import tracking
 
     if config.resume:
         path = Path(config.resume).expanduser()
