@@ -72,6 +72,9 @@ def overhead(tmp: Path, env: dict, dataset: str, rounds: int, two_epochs: bool =
                          "--handler", f"{ROOT}/bench/probes.py:training_time",
                          "--handler", f"{ROOT}/bench/probes.py:first_iteration", "--output-dir", str(tmp / "runs")],
         "b_bare_pytorch": [PY, str(ROOT / "bench/bare_loop.py"), "--dataset", dataset, "--epochs", "1"],
+        # the same loop with the network as (a) trains it: (a)'s framework cost alone, in separate processes
+        "b2_bare_as_trained": [PY, str(ROOT / "bench/bare_loop.py"), "--dataset", dataset, "--epochs", "1",
+                               "--as-trained"],
     }
     if dataset == "fashion-mnist":
         commands["c_seed_example"] = [PY, str(ROOT / "bench/seed_example.py"), "--epochs", "1",
@@ -198,6 +201,11 @@ def summarize(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         ratio(min(loop.get("framework_epochs", [0]) or [0]), min(loop.get("bare_epochs", [0]) or [0])), ".3f")
     row("(a) samples/s / (b) samples/s: our loop vs the eager bare loop, separate processes",
         ratio(b.get("train_seconds"), a.get("train_seconds")), ".3f", 1.3, at_least=True)
+    b2 = med.get("b2_bare_as_trained", {})
+    row("(a)/(b') training loop, separate processes, the bare loop with (a)'s network (channels-last, pool first)",
+        ratio(a.get("train_seconds"), b2.get("train_seconds")), ".3f", 1.05)
+    row("(b) eager tutorial network / (b') the network as (a) trains it, bare loops, 2 threads",
+        ratio(b.get("train_seconds"), b2.get("train_seconds")), ".3f")
     row("(a)/(b) whole process wall time", ratio(a["wall"], b["wall"]), ".3f")
     row("(a)/(c) whole process wall time (seed example as written)", ratio(a["wall"], c.get("wall")), ".3f", 0.7)
     speedup = results.get("steps", {}).get("speedup_vs_eager_tutorial", {})
