@@ -48,6 +48,13 @@ def run_train(args: Sequence[str], tmp_path: Path, **kwargs: Any) -> subprocess.
     return run_script("train.py", [*args, "--output-dir", str(tmp_path / "runs")], tmp_path, **kwargs)
 
 
+def trained_once(tmp_path_factory: Any, name: str, args: Sequence[str]) -> Path:
+    """A module fixture's body: one finished run of `args` in a fresh directory, which the module's tests read."""
+    tmp = tmp_path_factory.mktemp(name)
+    run_train(args, tmp)
+    return tmp
+
+
 def assert_same_state(expected: Any, actual: Any, where: str = "") -> None:
     """Bit for bit, all the way down (a state_dict, an optimizer's state and param_groups, a whole checkpoint): the
     same keys, the same lengths, torch.equal tensors, equal values. zip() over two optimizer states would stop at the

@@ -9,7 +9,7 @@ import torch
 
 from ignite_app.state import FORMAT_VERSION
 from helpers import (ROOT, assert_same_training_state, history, inspect_records, inspect_summary, offline_runs,
-                     run_train, staged_checkpoints)
+                     run_train, staged_checkpoints, trained_once)
 
 pytestmark = pytest.mark.e2e
 
@@ -49,9 +49,7 @@ def artifact_records(run_dir: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("uninterrupted")
-    run_train(ARGS, tmp)
-    return tmp
+    return trained_once(tmp_path_factory, "uninterrupted", ARGS)
 
 
 def test_checkpoints_are_saved_pruned_and_logged_as_artifacts(uninterrupted):

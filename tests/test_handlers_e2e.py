@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import torch
 
-from helpers import QUICK, ROOT, clean_env, history, inspect_summary, offline_runs, run_train
+from helpers import QUICK, ROOT, clean_env, history, inspect_summary, offline_runs, run_train, trained_once
 
 pytestmark = pytest.mark.e2e
 USER = str(ROOT / "tests" / "user_handlers.py")
@@ -117,9 +117,7 @@ SCHEDULED = [*FAST, "--model", "net", "--lr", "0.01", "--lr-schedule", "cosine",
 
 @pytest.fixture(scope="module")
 def scheduled(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("scheduled")
-    run_train(SCHEDULED, tmp)
-    return tmp
+    return trained_once(tmp_path_factory, "scheduled", SCHEDULED)
 
 
 def test_cosine_with_warmup_clipping_accumulation_and_cpu_amp(scheduled):
