@@ -117,7 +117,7 @@ def _decide_under_lock(config, run_lock) -> "Optional[ResolvedCheckpoint]":
             return checkpoint
         check_output_dir(run_dir)  # the lock file is written there
         waited = run_lock.acquire(run_dir)
-        if waited:
+        if waited and run_lock.held:
             print(f"--wait-for-lock: the run {run_dir.name} is free; deciding again what to resume.", flush=True)
         elif before is None or resume.checkpoint_files(scanned) == before:
             return checkpoint

@@ -46,7 +46,8 @@ class RunLock:
     def acquire(self, run_dir: Path) -> bool:
         """Take the lock on an existing run directory (a second call for the same directory while held does nothing;
         another directory's lock is let go first). True when it had to wait for another process (--wait-for-lock):
-        that process may have written newer checkpoints meanwhile, so what to resume must be decided again."""
+        that process may have written newer checkpoints meanwhile, so what to resume must be decided again. Also True,
+        with nothing held, when the directory is removed while waiting: the decision sees it gone."""
         run_dir = Path(run_dir)
         if self.held and self.run_dir is not None and self.run_dir.resolve() == run_dir.resolve():
             return False
@@ -65,7 +66,13 @@ class RunLock:
                 "(or stop it), or add --wait-for-lock to wait; a lock of a process that died is released by itself."
             )
         print(f"Waiting for {holder} to finish the run {run_dir.name} (--wait-for-lock) ...", flush=True)
-        lock.acquire()
+        try:
+            lock.acquire()
+        except FileNotFoundError:  # the run directory was removed while waiting (filelock's next poll cannot open it)
+            if run_dir.is_dir():
+                raise
+            print(f"--wait-for-lock: the run directory {run_dir} was removed while waiting.", flush=True)
+            return True
         self._lock, self.run_dir = lock, run_dir
         return True
 
