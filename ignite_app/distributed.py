@@ -219,7 +219,9 @@ def is_main() -> bool:
 
 def decided_by_rank_zero(decide: Callable[[], T]) -> T:
     """Rank 0 calls `decide()` (a JSON-able value: run id, directory, checkpoint path) and every rank gets its result;
-    an error there is raised on every rank, so none waits for an answer that never comes."""
+    an error there is raised on every rank, so none waits for an answer that never comes. A long decision (waiting
+    for a run's lock, --wait-for-lock) calls `keepalive` now and then: the other ranks' wait is a collective, which
+    the process group's timeout (30 minutes) would otherwise end with an error while the holder trains on."""
     if idist.get_world_size() == 1:
         return decide()
     payload = ""
@@ -230,10 +232,20 @@ def decided_by_rank_zero(decide: Callable[[], T]) -> T:
             code = error.exit_code if isinstance(error, AppError) else 1
             idist.broadcast(json.dumps({"error": str(error), "exit_code": code}), src=0, safe_mode=True)  # as below
             raise
-    message = json.loads(idist.broadcast(payload, src=0, safe_mode=True))
+    while True:
+        message = json.loads(idist.broadcast(payload, src=0, safe_mode=True))
+        if "waiting" not in message:
+            break
     if "error" in message:
         raise (UserError if message["exit_code"] == EXIT_USER_ERROR else TrainingStopped)(message["error"])
     return message["value"]
+
+
+def keepalive() -> None:
+    """Rank 0, during `decided_by_rank_zero`'s decide(): tell the other ranks that the decision is still coming (each
+    message restarts their collective's timeout). Nothing with one process."""
+    if idist.get_world_size() > 1 and idist.get_rank() == 0:
+        idist.broadcast(json.dumps({"waiting": True}), src=0, safe_mode=True)
 
 
 def wrap_model(model: nn.Module) -> nn.Module:

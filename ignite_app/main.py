@@ -84,7 +84,7 @@ def worker(local_rank: int, argv: list[str]) -> None:
 
     config = parse(argv)
     chosen: list = []  # rank 0's loaded checkpoint: not loaded twice
-    run_lock = RunLock(wait=config.wait_for_lock)
+    run_lock = RunLock(wait=config.wait_for_lock, while_waiting=distributed.keepalive)  # ranks > 0 wait meanwhile
 
     def decide() -> Optional[tuple[str, str]]:
         chosen.append(_decide_under_lock(config, run_lock))

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from filelock import FileLock, Timeout
 
 from ignite_app.errors import UserError
 
 LOCK_FILE = ".lock"
+WAIT_POLL_S = 60.0  # --wait-for-lock: how often the other ranks hear that rank 0 still waits (their timeout: 30 min)
 
 
 def lock_holder(path: Path) -> Optional[str]:
@@ -34,8 +35,9 @@ def lock_holder(path: Path) -> Optional[str]:
 class RunLock:
     """Held from the first write into the run directory until the process ends (or `release`)."""
 
-    def __init__(self, wait: bool = False) -> None:
+    def __init__(self, wait: bool = False, while_waiting: Callable[[], None] = lambda: None) -> None:
         self.wait = wait
+        self.while_waiting = while_waiting  # called every WAIT_POLL_S of a wait (distributed.keepalive)
         self._lock: Optional[FileLock] = None
         self.run_dir: Optional[Path] = None  # the run directory whose lock is held
 
@@ -67,7 +69,12 @@ class RunLock:
             )
         print(f"Waiting for {holder} to finish the run {run_dir.name} (--wait-for-lock) ...", flush=True)
         try:
-            lock.acquire()
+            while True:
+                try:
+                    lock.acquire(timeout=WAIT_POLL_S)
+                    break
+                except Timeout:
+                    self.while_waiting()
         except FileNotFoundError:  # the run directory was removed while waiting (filelock's next poll cannot open it)
             if run_dir.is_dir():
                 raise
