@@ -230,7 +230,10 @@ def decided_by_rank_zero(decide: Callable[[], T]) -> T:
             payload = json.dumps({"value": decide()})
         except BaseException as error:
             code = error.exit_code if isinstance(error, AppError) else 1
-            idist.broadcast(json.dumps({"error": str(error), "exit_code": code}), src=0, safe_mode=True)  # as below
+            try:
+                idist.broadcast(json.dumps({"error": str(error), "exit_code": code}), src=0, safe_mode=True)  # as below
+            except Exception:  # noqa: BLE001 - the others are gone already (a Ctrl-C reached them too): report this
+                pass
             raise
     while True:
         message = json.loads(idist.broadcast(payload, src=0, safe_mode=True))

@@ -317,3 +317,33 @@ def test_a_second_torchrun_job_on_a_running_run_is_refused_and_a_sigkilled_torch
         first.kill()
         raise
     assert_workers_die_with_sigkilled(first)
+
+
+def test_ctrl_c_while_spawned_processes_wait_for_the_lock_is_reported_as_the_stop(tmp_path):
+    """Ctrl-C reaches every process of a --nproc-per-node job waiting for a run's lock (--wait-for-lock): rank 1 left
+    at once, and rank 0's broadcast of its stop to it failed, so rank 0 reported "lost contact with the other
+    processes" instead of the stop. The stop is the message, exit 130."""
+    run_dir = tmp_path / "runs" / "lockedrun"
+    run_dir.mkdir(parents=True)
+    hold = "import sys, time; from filelock import FileLock; lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(120)"
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(run_dir / ".lock")], stdout=subprocess.PIPE, text=True)
+    job = None
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        job = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "train.py"), "--dataset", "digits", "--nproc-per-node", "2",
+             "--run-id", "lockedrun", "--auto-resume", "--wait-for-lock", "--no-onnx", "--output-dir", str(tmp_path / "runs")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env(tmp_path), start_new_session=True)
+        line = job.stdout.readline()
+        while line and "Waiting for" not in line:
+            line = job.stdout.readline()
+        assert "Waiting for" in line
+        os.killpg(job.pid, 2)  # the terminal's Ctrl-C: the whole process group
+        _, err = job.communicate(timeout=120)
+        assert job.returncode == 130, err
+        assert "Stopped by SIGINT during start-up" in err and "lost contact" not in err, err
+    finally:
+        for process in (holder, job):
+            if process is not None and process.poll() is None:
+                os.killpg(process.pid, 9) if process is job else process.kill()
+                process.wait()
