@@ -12,24 +12,27 @@ from __future__ import annotations
 
 import gc
 
-_state = {"paused": False, "freeze": False}
+_state = {"paused": False, "freeze": False, "enabled": True}
 
 
 def pause(freeze_on_resume: bool) -> None:
     """Stop collecting until `resume` (the start of training). `freeze_on_resume` only for a process that exits
     after the run: frozen objects that later become garbage are never collected."""
+    _state.update(paused=True, freeze=freeze_on_resume, enabled=gc.isenabled())
     gc.disable()
-    _state.update(paused=True, freeze=freeze_on_resume)
 
 
 def resume() -> None:
-    """Collect again (idempotent); freeze the start-up's objects first when `pause` asked for it."""
-    if _state["paused"]:
+    """Collect again, as before `pause` (idempotent; a caller that had the collector off keeps it off); freeze the
+    start-up's objects first when `pause` asked for it."""
+    if not _state["paused"]:
+        return
+    _state["paused"] = False
+    if _state["enabled"]:
         gc.collect()
         if _state["freeze"]:
             gc.freeze()
-        _state["paused"] = False
-    gc.enable()
+        gc.enable()
 
 
 def before_exit() -> None:

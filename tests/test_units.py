@@ -155,3 +155,26 @@ def test_a_tiny_validation_split_is_enough_for_the_onnx_verification(tmp_path):
     one = type(splits)(splits.train, splits.val.subset(torch.arange(1)), splits.test.subset(torch.arange(0)),
                        splits.info, splits.source)
     assert len(verification_images(one, needed)) == needed  # one image, repeated
+
+
+def test_the_collector_is_paused_for_start_up_and_restored_as_it_was():
+    """collection.pause/resume (main.train, App.run): off in between, on again after, and left off for a caller
+    that had turned it off itself; resume without a pause changes nothing."""
+    import gc
+
+    from ignite_app import collection
+
+    assert gc.isenabled()
+    collection.pause(freeze_on_resume=False)
+    assert not gc.isenabled()
+    collection.resume()
+    assert gc.isenabled()
+    collection.resume()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        collection.pause(freeze_on_resume=False)
+        collection.resume()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
