@@ -29,8 +29,8 @@ def resume() -> None:
         return
     _state["paused"] = False
     if _state["enabled"]:
-        gc.collect()
-        if _state["freeze"]:
+        if _state["freeze"]:  # the collection only where a freeze follows: in-process callers pay none
+            gc.collect()
             gc.freeze()
         gc.enable()
 
