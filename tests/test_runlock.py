@@ -45,10 +45,10 @@ import torch.multiprocessing as mp
 
 def rank(r, lock_dir, port):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
-    # 2 s instead of the default 30 minutes, rank 0 waits longer than that
-    dist.init_process_group("gloo", rank=r, world_size=2, timeout=datetime.timedelta(seconds=2))
+    # 8 s instead of the default 30 minutes, rank 0 waits longer than that (2 s was flaky on a loaded CI machine)
+    dist.init_process_group("gloo", rank=r, world_size=2, timeout=datetime.timedelta(seconds=8))
     from ignite_app import distributed, runlock
-    runlock.WAIT_POLL_S = 0.5
+    runlock.WAIT_POLL_S = 1.0
     lock = runlock.RunLock(wait=True, while_waiting=distributed.keepalive)
     got = distributed.decided_by_rank_zero(lambda: (lock.acquire(Path(lock_dir)), "decided")[1])
     print(f"rank {r}: {got}", flush=True)
@@ -79,7 +79,7 @@ def test_other_ranks_outlast_their_timeout_while_rank_zero_waits(tmp_path: Path)
         out = [ranks.stdout.readline()]
         while out[-1] and "Waiting for" not in out[-1]:
             out.append(ranks.stdout.readline())
-        time.sleep(5)  # rank 0 waits for 5 s, rank 1 in a collective that times out after 2 s
+        time.sleep(12)  # rank 0 waits for 12 s, rank 1 in a collective that times out after 8 s
         holder.kill()
         rest, _ = ranks.communicate(timeout=120)
         out = "".join(out) + rest
